@@ -1,0 +1,153 @@
+"""Where a store comes from or goes to: a path, a file descriptor or a file object.
+
+Everything that depends on what kind of ``file`` the caller passed lives here, so
+the reader and writer only see two shapes of input: a regular file they may
+memory-map (``MappableFile``) or a stream they read from (``Stream``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import mmap
+import os
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO, TypeAlias
+
+FileArg: TypeAlias = "str | bytes | os.PathLike[str] | os.PathLike[bytes] | int | Any"
+
+ENGINES = ("python", "c")
+
+
+def check_engine(engine: object) -> None:
+    """Raise if ``engine`` does not name an implementation this package offers."""
+    if not isinstance(engine, str) or engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}: expected one of {', '.join(ENGINES)}")
+    if engine == "c":
+        raise RuntimeError(
+            "the C engine is not available in this build of kastore; use engine='python'"
+        )
+
+
+def is_path(file: object) -> bool:
+    return isinstance(file, str | bytes | os.PathLike)
+
+
+def _describe(file: object) -> str:
+    return type(file).__name__
+
+
+def _wrong_type(file: object, needs: str) -> TypeError:
+    return TypeError(
+        f"file must be a path (str, bytes or os.PathLike), an integer file descriptor "
+        f"or a file object with a {needs}() method, not {_describe(file)}"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MappableFile:
+    """A regular file, positioned at ``offset``, ``size`` bytes long in all."""
+
+    fd: int
+    offset: int
+    size: int
+    seek: Callable[[int], object]
+
+    def map(self) -> memoryview:
+        """Map the file from ``offset`` to its end, read-only."""
+        start = self.offset - self.offset % mmap.ALLOCATIONGRANULARITY
+        mapped = mmap.mmap(
+            self.fd, self.size - start, access=mmap.ACCESS_READ, offset=start
+        )
+        return memoryview(mapped)[self.offset - start :]
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """Something to read from that cannot (or should not) be mapped."""
+
+    read: Callable[[int], bytes]
+
+    def read_exactly(self, size: int) -> bytes | bytearray:
+        """Read ``size`` bytes, or fewer only if the stream ends first.
+
+        Streams such as pipes and sockets return short reads; keep asking until
+        the amount is there, so a store is never mistaken for a truncated one.
+        """
+        first = self.read(size)
+        if first is None:
+            raise BlockingIOError("the file object has no data available (non-blocking)")
+        if len(first) == size or not first:
+            return first
+        buf = bytearray(first)
+        while len(buf) < size:
+            chunk = self.read(size - len(buf))
+            if not chunk:
+                break
+            buf += chunk
+        return buf
+
+
+Source: TypeAlias = "MappableFile | Stream"
+
+
+def _regular_size(fd: int) -> int | None:
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
+@contextlib.contextmanager
+def open_source(file: object, *, read_all: bool) -> Iterator[Source]:
+    """Yield the source behind ``file`` for reading one store.
+
+    Paths are opened (and closed again); descriptors and file objects belong to
+    the caller and stay open. With ``read_all`` everything is read as a stream,
+    which for a regular file is one large read.
+    """
+    if is_path(file):
+        with open(file, "rb") as fh:  # type: ignore[arg-type]
+            yield _from_file_object(fh, read_all=read_all)
+    elif isinstance(file, int) and not isinstance(file, bool):
+        with open(file, "rb", buffering=0, closefd=False) as fh:
+            yield _from_file_object(fh, read_all=read_all)
+    elif callable(getattr(file, "read", None)):
+        yield _from_file_object(file, read_all=read_all)
+    else:
+        raise _wrong_type(file, "read")
+
+
+def _from_file_object(fh: Any, *, read_all: bool) -> Source:
+    if not read_all:
+        try:
+            fd = fh.fileno()
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            fd = None
+        size = None if fd is None else _regular_size(fd)
+        if size is not None:
+            try:
+                offset = fh.tell()
+            except (AttributeError, OSError):
+                offset = None
+            if offset is not None and 0 <= offset <= size:
+                return MappableFile(fd=fd, offset=offset, size=size, seek=fh.seek)  # type: ignore[arg-type]
+    return Stream(read=fh.read)
+
+
+@contextlib.contextmanager
+def open_sink(file: object) -> Iterator[BinaryIO | Any]:
+    """Yield an object with ``write()`` for ``file``; close only what we opened."""
+    if is_path(file):
+        with open(file, "wb") as fh:  # type: ignore[arg-type]
+            yield fh
+    elif isinstance(file, int) and not isinstance(file, bool):
+        with open(file, "wb", closefd=False) as fh:
+            yield fh
+    elif callable(getattr(file, "write", None)):
+        yield file
+    else:
+        raise _wrong_type(file, "write")

@@ -1,0 +1,383 @@
+"""Reading stores: validation of the layout and the read-only ``Store`` mapping."""
+
+from __future__ import annotations
+
+import mmap
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from . import _files
+from ._format import (
+    DTYPES,
+    HEADER,
+    HEADER_SIZE,
+    ITEM_DESCRIPTOR,
+    ITEM_DESCRIPTOR_SIZE,
+    ITEM_SIZES,
+    MAGIC,
+    NUM_TYPES,
+    VERSION_MAJOR,
+    aligned,
+)
+from .exceptions import (
+    FileFormatError,
+    StoreClosedError,
+    VersionTooNewError,
+    VersionTooOldError,
+)
+
+__all__ = ["ArrayInfo", "Store", "load", "loads"]
+
+
+@dataclass(frozen=True, slots=True)
+class ArrayInfo:
+    """What is known about a stored array without reading it."""
+
+    dtype: np.dtype[Any]
+    shape: tuple[int]
+    size: int
+    """Size of the array in bytes."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Header:
+    num_items: int
+    file_size: int
+
+
+def _parse_header(data: bytes | bytearray | memoryview, available: int) -> _Header:
+    """Check the 64-byte header; ``available`` is how many bytes the source has."""
+    if available == 0:
+        raise EOFError("no kastore data: the source is empty or at its end")
+    if len(data) < HEADER_SIZE:
+        raise FileFormatError(
+            f"truncated file: {len(data)} bytes, shorter than the {HEADER_SIZE}-byte header"
+        )
+    magic, major, _minor, num_items, file_size = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise FileFormatError(f"bad magic number: expected {MAGIC!r}, got {bytes(magic)!r}")
+    if major < VERSION_MAJOR:
+        raise VersionTooOldError(major, VERSION_MAJOR)
+    if major > VERSION_MAJOR:
+        raise VersionTooNewError(major, VERSION_MAJOR)
+    needed = HEADER_SIZE + num_items * ITEM_DESCRIPTOR_SIZE
+    if file_size < needed:
+        raise FileFormatError(
+            f"bad file size in header: {file_size} bytes, but {num_items} items need "
+            f"at least {needed}"
+        )
+    return _Header(num_items=num_items, file_size=file_size)
+
+
+def _check_fits(header: _Header, available: int, *, exact: bool) -> None:
+    if header.file_size > available:
+        raise FileFormatError(
+            f"truncated file: header gives a size of {header.file_size} bytes, "
+            f"only {available} are there"
+        )
+    if exact and header.file_size != available:
+        raise FileFormatError(
+            f"bad file size in header: {header.file_size} bytes, but the file "
+            f"has {available}"
+        )
+
+
+def _first_mismatch(found: npt.NDArray[np.uint64], expected: npt.NDArray[np.uint64]) -> int:
+    return int(np.flatnonzero(found != expected)[0])
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    keys: list[str]
+    types: npt.NDArray[np.uint8]
+    array_starts: npt.NDArray[np.uint64]
+    array_lens: npt.NDArray[np.uint64]
+
+
+def _parse_layout(
+    buffer: memoryview, header: _Header, key_encoding: str
+) -> _Layout:
+    """Check the descriptors against the layout rules and decode the keys.
+
+    Every offset is compared with where the format says it must be, so nothing
+    points outside the file or overlaps something else once this returns.
+    """
+    n = header.num_items
+    file_size = np.uint64(header.file_size)
+    descriptors = np.frombuffer(buffer, ITEM_DESCRIPTOR, n, HEADER_SIZE)
+    types = descriptors["type"]
+    if n and int(types.max()) >= NUM_TYPES:
+        i = int(np.argmax(types >= NUM_TYPES))
+        raise FileFormatError(
+            f"bad type code {int(types[i])} for item {i}: expected 0 to {NUM_TYPES - 1}"
+        )
+
+    keys_start = HEADER_SIZE + n * ITEM_DESCRIPTOR_SIZE
+    key_lens = descriptors["key_len"]
+    key_ends = np.cumsum(key_lens, dtype=np.uint64) + np.uint64(keys_start)
+    # Each length is checked alone first so that the running sum cannot wrap.
+    if n and (int(key_lens.max()) > header.file_size or int(key_ends.max()) > header.file_size):
+        i = int(np.argmax((key_lens > file_size) | (key_ends > file_size)))
+        raise FileFormatError(
+            f"key {i} lies outside the file: it ends past byte {header.file_size}"
+        )
+    key_starts = descriptors["key_start"]
+    expected_key_starts = np.empty(n, np.uint64)
+    if n:
+        expected_key_starts[0] = keys_start
+        expected_key_starts[1:] = key_ends[:-1]
+    if not np.array_equal(key_starts, expected_key_starts):
+        i = _first_mismatch(key_starts, expected_key_starts)
+        raise FileFormatError(
+            f"bad key start for item {i}: expected {int(expected_key_starts[i])} "
+            f"(keys are packed in order after the descriptors), got {int(key_starts[i])}"
+        )
+    keys_end = int(key_ends[-1]) if n else keys_start
+
+    array_lens = descriptors["array_len"]
+    if n and int(array_lens.max()) > header.file_size:
+        i = int(np.argmax(array_lens > file_size))
+        raise FileFormatError(
+            f"array {i} lies outside the file: {int(array_lens[i])} elements in a "
+            f"{header.file_size}-byte file"
+        )
+    nbytes = array_lens * ITEM_SIZES[types]
+    padded = (nbytes + np.uint64(7)) & ~np.uint64(7)
+    first_array = aligned(keys_end)
+    expected_starts = np.empty(n, np.uint64)
+    if n:
+        expected_starts[0] = first_array
+        np.cumsum(padded[:-1], out=expected_starts[1:])
+        expected_starts[1:] += np.uint64(first_array)
+    array_starts = descriptors["array_start"]
+    if not np.array_equal(array_starts, expected_starts):
+        i = _first_mismatch(array_starts, expected_starts)
+        raise FileFormatError(
+            f"bad array start for item {i}: expected {int(expected_starts[i])} "
+            f"(arrays are 8-byte aligned and packed in order after the keys), "
+            f"got {int(array_starts[i])}"
+        )
+    end = int(array_starts[-1] + nbytes[-1]) if n else HEADER_SIZE
+    if end > header.file_size:
+        raise FileFormatError(
+            f"array {n - 1} lies outside the file: it ends at byte {end}, the file "
+            f"size is {header.file_size}"
+        )
+    if end != header.file_size:
+        raise FileFormatError(
+            f"bad file size in header: {header.file_size} bytes, but the layout "
+            f"ends at byte {end}"
+        )
+    keys = _decode_keys(buffer[keys_start:keys_end], key_ends - np.uint64(keys_start), key_encoding)
+    return _Layout(keys=keys, types=types, array_starts=array_starts, array_lens=array_lens)
+
+
+def _decode_keys(
+    block: memoryview, ends: npt.NDArray[np.uint64], key_encoding: str
+) -> list[str]:
+    raw = bytes(block)
+    bounds = [0, *ends.tolist()]
+    try:
+        if raw.isascii() and key_encoding.lower().replace("_", "-") in ("utf-8", "utf8"):
+            # One decode for the whole block; ASCII characters are single bytes,
+            # so byte offsets are character offsets.
+            text = raw.decode("ascii")
+            keys = [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+        else:
+            keys = [raw[a:b].decode(key_encoding) for a, b in zip(bounds, bounds[1:], strict=False)]
+    except UnicodeDecodeError as err:
+        raise FileFormatError(f"a key does not decode as {key_encoding}: {err}") from err
+    return keys
+
+
+class Store(Mapping[str, np.ndarray]):
+    """A read-only mapping of keys to the arrays of one kastore file.
+
+    Arrays are read-only views of the file's bytes (memory-mapped where the
+    source allows), created on first access. They stay valid after ``close()``;
+    the store itself does not.
+    """
+
+    __slots__ = ("_arrays", "_buffer", "_index", "_keys", "_layout")
+
+    def __init__(self, buffer: memoryview, layout: _Layout) -> None:
+        self._buffer: memoryview | None = buffer
+        self._layout = layout
+        self._keys = layout.keys
+        self._index = dict(zip(layout.keys, range(len(layout.keys)), strict=True))
+        self._arrays: dict[str, np.ndarray] = {}
+        if len(self._index) != len(self._keys):
+            raise FileFormatError("duplicate keys in file")
+
+    def _open_buffer(self) -> memoryview:
+        if self._buffer is None:
+            raise StoreClosedError("the store is closed")
+        return self._buffer
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        buffer = self._open_buffer()
+        array = self._arrays.get(key)
+        if array is None:
+            i = self._index[key]
+            layout = self._layout
+            array = np.frombuffer(
+                buffer,
+                dtype=DTYPES[layout.types[i]],
+                count=int(layout.array_lens[i]),
+                offset=int(layout.array_starts[i]),
+            )
+            self._arrays[key] = array
+        return array
+
+    def __iter__(self) -> Iterator[str]:
+        self._open_buffer()
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        self._open_buffer()
+        return len(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        self._open_buffer()
+        return key in self._index
+
+    def info(self, key: str) -> ArrayInfo:
+        """Describe the array stored under ``key`` without reading it.
+
+        Raises:
+            KeyError: no such key.
+            StoreClosedError: the store is closed.
+        """
+        self._open_buffer()
+        i = self._index[key]
+        dtype = DTYPES[self._layout.types[i]]
+        length = int(self._layout.array_lens[i])
+        return ArrayInfo(dtype=dtype, shape=(length,), size=length * dtype.itemsize)
+
+    def close(self) -> None:
+        """Release the store's hold on its data; arrays handed out stay usable."""
+        buffer, self._buffer = self._buffer, None
+        self._arrays = {}
+        if buffer is None:
+            return
+        base = buffer.obj
+        try:
+            buffer.release()
+            if isinstance(base, mmap.mmap):
+                base.close()
+        except BufferError:
+            # Arrays still point into the data: it goes when the last of them does.
+            pass
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        if self._buffer is None:
+            return "<kastore.Store (closed)>"
+        return f"<kastore.Store with {len(self._keys)} keys>"
+
+
+def _store(buffer: memoryview, available: int, key_encoding: str, *, exact: bool) -> Store:
+    header = _parse_header(buffer[:HEADER_SIZE], available)
+    _check_fits(header, available, exact=exact)
+    data = buffer[: header.file_size]
+    return Store(data, _parse_layout(data, header, key_encoding))
+
+
+def loads(encoded_data: Any, key_encoding: str = "utf-8") -> Store:
+    """Load a store from bytes in memory, without copying them.
+
+    Parameters:
+        encoded_data: any bytes-like object (``bytes``, ``bytearray``,
+            ``memoryview``, ``mmap``...) holding exactly one store.
+        key_encoding: the encoding of the keys.
+
+    Returns:
+        A read-only mapping of keys to arrays that are views of ``encoded_data``.
+
+    Raises:
+        FileFormatError, VersionTooOldError, VersionTooNewError: the data is not
+            a valid store. EOFError: the data is empty.
+    """
+    try:
+        view = memoryview(encoded_data)
+    except TypeError as err:
+        raise TypeError(
+            f"encoded_data must be a bytes-like object, not {type(encoded_data).__name__}"
+        ) from err
+    view = view.cast("B").toreadonly() if view.format != "B" or view.ndim != 1 else view.toreadonly()
+    return _store(view, len(view), key_encoding, exact=True)
+
+
+def load(
+    file: _files.FileArg,
+    read_all: bool = False,
+    key_encoding: str = "utf-8",
+    engine: str = "python",
+) -> Store:
+    """Load a store from a file.
+
+    Parameters:
+        file: a path (``str``, ``bytes`` or ``os.PathLike``), an integer file
+            descriptor, or a file object with ``read()``. Descriptors and file
+            objects are left open, positioned just after the store, so stores
+            written back to back load one after another.
+        read_all: read the whole store into memory instead of memory-mapping
+            it. Sources that cannot be mapped (pipes, sockets, ``BytesIO``) are
+            always read.
+        key_encoding: the encoding of the keys.
+        engine: ``"python"``; ``"c"`` raises ``RuntimeError`` in this build.
+
+    Returns:
+        A read-only mapping of keys to read-only numpy arrays.
+
+    Raises:
+        FileFormatError, VersionTooOldError, VersionTooNewError: the file is
+            not a valid store. EOFError: there is no data left to read.
+        TypeError: ``file`` is of an unsupported type.
+        ValueError: unknown ``engine``.
+    """
+    _files.check_engine(engine)
+    exact = _files.is_path(file)
+    with _files.open_source(file, read_all=read_all) as source:
+        if isinstance(source, _files.MappableFile):
+            available = source.size - source.offset
+            if available == 0:
+                raise EOFError("no kastore data: the file is empty or at its end")
+            store = _store(source.map(), available, key_encoding, exact=exact)
+            source.seek(source.offset + _store_size(store))
+            return store
+        return _read_stream(source, key_encoding, exact=exact)
+
+
+def _store_size(store: Store) -> int:
+    return len(store._open_buffer())
+
+
+def _read_stream(source: _files.Stream, key_encoding: str, *, exact: bool) -> Store:
+    head = source.read_exactly(HEADER_SIZE)
+    header = _parse_header(head, len(head))
+    # Read the rest in pieces, so a header that claims more than the stream
+    # holds costs no more memory than the stream really has.
+    data = bytearray(head)
+    remaining = header.file_size - HEADER_SIZE
+    while remaining > 0:
+        chunk = source.read_exactly(min(remaining, 1 << 26))
+        if not chunk:
+            _check_fits(header, len(data), exact=False)
+        data += chunk
+        remaining -= len(chunk)
+    if exact and source.read(1):
+        raise FileFormatError(
+            f"bad file size in header: {header.file_size} bytes, but the file is longer"
+        )
+    view = memoryview(data).toreadonly()
+    return Store(view, _parse_layout(view, header, key_encoding))
