@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import mmap
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -81,8 +82,7 @@ def _check_fits(header: _Header, available: int, *, exact: bool) -> None:
         )
     if exact and header.file_size != available:
         raise FileFormatError(
-            f"bad file size in header: {header.file_size} bytes, but the file "
-            f"has {available}"
+            f"bad file size in header: {header.file_size} bytes, but the file has {available}"
         )
 
 
@@ -98,9 +98,7 @@ class _Layout:
     array_lens: npt.NDArray[np.uint64]
 
 
-def _parse_layout(
-    buffer: memoryview, header: _Header, key_encoding: str
-) -> _Layout:
+def _parse_layout(buffer: memoryview, header: _Header, key_encoding: str) -> _Layout:
     """Check the descriptors against the layout rules and decode the keys.
 
     Every offset is compared with where the format says it must be, so nothing
@@ -169,16 +167,13 @@ def _parse_layout(
         )
     if end != header.file_size:
         raise FileFormatError(
-            f"bad file size in header: {header.file_size} bytes, but the layout "
-            f"ends at byte {end}"
+            f"bad file size in header: {header.file_size} bytes, but the layout ends at byte {end}"
         )
     keys = _decode_keys(buffer[keys_start:keys_end], key_ends - np.uint64(keys_start), key_encoding)
     return _Layout(keys=keys, types=types, array_starts=array_starts, array_lens=array_lens)
 
 
-def _decode_keys(
-    block: memoryview, ends: npt.NDArray[np.uint64], key_encoding: str
-) -> list[str]:
+def _decode_keys(block: memoryview, ends: npt.NDArray[np.uint64], key_encoding: str) -> list[str]:
     raw = bytes(block)
     bounds = [0, *ends.tolist()]
     try:
@@ -186,9 +181,9 @@ def _decode_keys(
             # One decode for the whole block; ASCII characters are single bytes,
             # so byte offsets are character offsets.
             text = raw.decode("ascii")
-            keys = [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+            keys = [text[a:b] for a, b in itertools.pairwise(bounds)]
         else:
-            keys = [raw[a:b].decode(key_encoding) for a, b in zip(bounds, bounds[1:], strict=False)]
+            keys = [raw[a:b].decode(key_encoding) for a, b in itertools.pairwise(bounds)]
     except UnicodeDecodeError as err:
         raise FileFormatError(f"a key does not decode as {key_encoding}: {err}") from err
     return keys
@@ -313,7 +308,9 @@ def loads(encoded_data: Any, key_encoding: str = "utf-8") -> Store:
         raise TypeError(
             f"encoded_data must be a bytes-like object, not {type(encoded_data).__name__}"
         ) from err
-    view = view.cast("B").toreadonly() if view.format != "B" or view.ndim != 1 else view.toreadonly()
+    view = (
+        view.cast("B").toreadonly() if view.format != "B" or view.ndim != 1 else view.toreadonly()
+    )
     return _store(view, len(view), key_encoding, exact=True)
 
 

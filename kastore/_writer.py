@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from . import _files
 from ._format import (
@@ -17,6 +18,7 @@ from ._format import (
     HEADER_SIZE,
     ITEM_DESCRIPTOR,
     ITEM_DESCRIPTOR_SIZE,
+    ITEM_SIZES,
     MAGIC,
     MAX_ITEMS,
     PADDING,
@@ -28,15 +30,18 @@ from ._format import (
 
 __all__ = ["dump", "dumps"]
 
-#: Type code by ``dtype.char``: a cheap lookup for the per-key loop.
-_CODE_BY_CHAR: dict[str, int] = {
-    np.dtype(char).char: TYPE_CODES[np.dtype(char).kind, np.dtype(char).itemsize]
+#: Type code by native dtype: a cheap lookup for the per-key loop. Byte-swapped
+#: dtypes miss it on purpose and take the slow path, which converts them.
+_CODE_BY_DTYPE: dict[np.dtype[Any], int] = {
+    np.dtype(char): TYPE_CODES[np.dtype(char).kind, np.dtype(char).itemsize]
     for char in "bBhHiIlLqQfd"
 }
 
 #: Arrays that need converting (byte-swapped or strided) go out in pieces of
 #: about this many bytes, so writing never holds a second full copy.
 _PIECE_BYTES = 1 << 20
+#: Outputs at least this large get their disk space reserved before writing.
+_PREALLOCATE_BYTES = 1 << 24
 #: Arrays smaller than this are gathered into one write with their neighbours.
 _SMALL_BYTES = 1 << 16
 
@@ -46,8 +51,12 @@ class _Plan:
     head: bytes
     """Header, descriptors, keys and the padding before the first array."""
     arrays: list[np.ndarray]
-    sizes: list[int]
-    """Bytes of each array, little-endian."""
+    paddings: list[bytes]
+    """The zero bytes after each array."""
+    converted: frozenset[int]
+    """Indexes of the arrays that must be converted (byte-swapped or strided)."""
+    largest: int
+    """Size of the largest array in bytes."""
     file_size: int
 
 
@@ -60,12 +69,43 @@ def _array(key: str, value: object) -> np.ndarray:
         raise ValueError(
             f"the array for key {key!r} must be one-dimensional, got {array.ndim} dimensions"
         )
-    if array.dtype.char not in _CODE_BY_CHAR:
+    if (array.dtype.kind, array.dtype.itemsize) not in TYPE_CODES:
         raise ValueError(
             f"the array for key {key!r} has dtype {array.dtype}, which kastore cannot "
             f"store: use one of {', '.join(str(d) for d in DTYPES)}"
         )
     return array
+
+
+_dtype_of = operator.attrgetter("dtype")
+_ndim_of = operator.attrgetter("ndim")
+_is_contiguous = operator.attrgetter("flags.c_contiguous")
+
+
+def _arrays(keys: list[str], values: list[Any]) -> tuple[list[np.ndarray], list[int], list[int]]:
+    """The arrays to write, their type codes, and which of them need converting.
+
+    The common case, native contiguous 1-D arrays, is checked a whole column at
+    a time; anything else goes through ``_array`` one value at a time.
+    """
+    if set(map(type, values)) <= {np.ndarray}:
+        codes = list(map(_CODE_BY_DTYPE.get, map(_dtype_of, values)))
+        if (
+            None not in codes
+            and set(map(_ndim_of, values)) <= {1}
+            and all(map(_is_contiguous, values))
+        ):
+            return values, codes, []  # type: ignore[return-value]
+    arrays: list[np.ndarray] = []
+    codes = []
+    converted: list[int] = []
+    for i, (key, value) in enumerate(zip(keys, values, strict=True)):
+        array = _array(key, value)
+        arrays.append(array)
+        codes.append(TYPE_CODES[array.dtype.kind, array.dtype.itemsize])
+        if not _is_writable_as_is(array):
+            converted.append(i)
+    return arrays, codes, converted  # type: ignore[return-value]
 
 
 def _plan(data: object, key_encoding: str) -> _Plan:
@@ -81,25 +121,13 @@ def _plan(data: object, key_encoding: str) -> _Plan:
     if n and not keys[0]:
         raise ValueError("keys must not be empty")
 
-    arrays: list[np.ndarray] = []
-    codes: list[int] = []
-    append_array = arrays.append
-    append_code = codes.append
-    code_by_char = _CODE_BY_CHAR
-    ndarray = np.ndarray
-    for key in keys:
-        value = data[key]
-        if type(value) is not ndarray or value.ndim != 1 or value.dtype.char not in code_by_char:
-            value = _array(key, value)
-        append_array(value)
-        append_code(code_by_char[value.dtype.char])
+    arrays, codes, converted = _arrays(keys, [data[key] for key in keys])
 
     encoded = [key.encode(key_encoding) for key in keys]
     key_lens = np.fromiter(map(len, encoded), dtype=np.uint64, count=n)
     types = np.array(codes, dtype=np.uint8)
     lengths = np.fromiter(map(len, arrays), dtype=np.uint64, count=n)
-    item_sizes = np.array([dtype.itemsize for dtype in DTYPES], dtype=np.uint64)
-    nbytes = lengths * item_sizes[types]
+    nbytes = lengths * ITEM_SIZES[types]
 
     keys_start = HEADER_SIZE + n * ITEM_DESCRIPTOR_SIZE
     key_ends = np.cumsum(key_lens, dtype=np.uint64) + np.uint64(keys_start)
@@ -128,7 +156,17 @@ def _plan(data: object, key_encoding: str) -> _Plan:
             PADDING[first_array - keys_end],
         )
     )
-    return _Plan(head=head, arrays=arrays, sizes=nbytes.tolist(), file_size=file_size)
+    paddings = [PADDING[p] for p in (padded - nbytes).tolist()]
+    if n:
+        paddings[-1] = b""
+    return _Plan(
+        head=head,
+        arrays=arrays,
+        paddings=paddings,
+        converted=frozenset(converted),
+        largest=int(nbytes.max()) if n else 0,
+        file_size=file_size,
+    )
 
 
 def _is_writable_as_is(array: np.ndarray) -> bool:
@@ -145,31 +183,33 @@ def _converted_pieces(array: np.ndarray) -> Iterator[np.ndarray]:
 
 def _pieces(plan: _Plan) -> Iterator[Any]:
     """The file's bytes as buffers: small neighbours joined, large arrays as views."""
+    if not plan.converted and plan.largest < _SMALL_BYTES:
+        # Many small arrays: gather them without a Python step per array.
+        pairs = zip(plan.arrays, plan.paddings, strict=True)
+        parts: list[Any] = [plan.head, *itertools.chain.from_iterable(pairs)]
+        batch = 2 * max(1, _PIECE_BYTES // max(1, plan.largest))
+        for start in range(0, len(parts), batch):
+            yield b"".join(parts[start : start + batch])
+        return
     pending: list[Any] = [plan.head]
     pending_bytes = len(plan.head)
-    last = len(plan.arrays) - 1
-    for i, (array, size) in enumerate(zip(plan.arrays, plan.sizes, strict=True)):
-        padding = PADDING[-size % ARRAY_ALIGN] if i != last else b""
-        if size < _SMALL_BYTES:
-            pending.append(array if _is_writable_as_is(array) else array.astype(array.dtype.newbyteorder("<")))
-            pending.append(padding)
-            pending_bytes += size + len(padding)
+    for i, (array, padding) in enumerate(zip(plan.arrays, plan.paddings, strict=True)):
+        if array.nbytes < _SMALL_BYTES:
+            if i in plan.converted:
+                array = array.astype(array.dtype.newbyteorder("<"))
+            pending += (array, padding)
+            pending_bytes += array.nbytes + len(padding)
             if pending_bytes >= _PIECE_BYTES:
                 yield b"".join(pending)
-                pending = []
-                pending_bytes = 0
+                pending, pending_bytes = [], 0
             continue
         if pending:
             yield b"".join(pending)
-            pending = []
-            pending_bytes = 0
-        if _is_writable_as_is(array):
-            yield array
-        else:
+        if i in plan.converted:
             yield from _converted_pieces(array)
-        if padding:
-            pending.append(padding)
-            pending_bytes = len(padding)
+        else:
+            yield array
+        pending, pending_bytes = [padding], len(padding)
     if pending:
         yield b"".join(pending)
 
@@ -232,6 +272,8 @@ def dump(
         )
     plan = _plan(data, key_encoding)
     with _files.open_sink(file) as sink:
+        if plan.file_size >= _PREALLOCATE_BYTES:
+            _files.preallocate(sink, plan.file_size)
         write = sink.write
         for piece in _pieces(plan):
             _write_all(write, piece)
