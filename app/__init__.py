@@ -1,0 +1,1 @@
+"""kastore-service: store kastore files and serve their arrays over HTTP."""

@@ -1,0 +1,133 @@
+"""Immutable files named by their sha256, and the temporary files they start as.
+
+Layout under the data directory::
+
+    blobs/ab/abcdef....kas   one file per distinct content, never modified
+    tmp/                     uploads in progress; emptied on start
+
+An upload is written to ``tmp/`` while it is hashed, then renamed into
+``blobs/`` in one step, so a crash leaves either nothing or a whole file.
+Removing a blob only unlinks it: a download that has it open or mapped keeps
+reading the same bytes until it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import AsyncIterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+__all__ = ["BlobDir", "TempBlob"]
+
+#: Received pieces are gathered up to this size before one write.
+WRITE_BATCH = 1 << 20
+
+
+class BlobDir:
+    """The ``blobs/`` and ``tmp/`` folders of a data directory."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.root = data_dir / "blobs"
+        self.tmp = data_dir / "tmp"
+
+    def prepare(self) -> None:
+        """Create the folders and drop uploads left over by a crash."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        for leftover in self.tmp.iterdir():
+            leftover.unlink(missing_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / f"{sha256}.kas"
+
+    def all(self) -> Iterator[str]:
+        """The sha256 of every blob on disk."""
+        for path in self.root.glob("??/*.kas"):
+            yield path.stem
+
+    def publish(self, temp: TempBlob) -> Path:
+        """Move a finished temporary file to its place, named by its content."""
+        target = self.path(temp.sha256)
+        target.parent.mkdir(exist_ok=True)
+        os.replace(temp.path, target)
+        return target
+
+    def remove(self, sha256: str) -> None:
+        self.path(sha256).unlink(missing_ok=True)
+
+    def create_temp(self) -> TempBlob:
+        fd, name = tempfile.mkstemp(dir=self.tmp, suffix=".upload")
+        return TempBlob(fd, Path(name))
+
+
+class TempBlob:
+    """A temporary file being written, hashed as it is written.
+
+    Hashing and writing run on a worker thread (both release the GIL) while
+    the event loop receives the next pieces; at most one batch is in flight,
+    so memory stays at a few MiB whatever the upload's size.
+    """
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self.fd = fd
+        self.path = path
+        self.size = 0
+        self._hash = hashlib.sha256()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload")
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    def _write(self, data: bytes) -> None:
+        self._hash.update(data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view) :]
+
+    def _sync(self) -> None:
+        os.fsync(self.fd)
+
+    async def write_all(self, pieces: AsyncIterable[bytes], *, limit: int) -> None:
+        """Write every piece; raise ``OverflowError`` once more than ``limit`` bytes came."""
+        loop = asyncio.get_running_loop()
+        pending: asyncio.Future[None] | None = None
+        batch: list[bytes] = []
+        batched = 0
+        async for piece in pieces:
+            self.size += len(piece)
+            if self.size > limit:
+                raise OverflowError(limit)
+            batch.append(piece)
+            batched += len(piece)
+            if batched >= WRITE_BATCH:
+                if pending is not None:
+                    await pending
+                pending = loop.run_in_executor(self._executor, self._write, b"".join(batch))
+                batch, batched = [], 0
+        if pending is not None:
+            await pending
+        if batch:
+            await loop.run_in_executor(self._executor, self._write, b"".join(batch))
+
+    async def sync(self) -> None:
+        """Flush the file's bytes to the disk."""
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._sync)
+
+    def close(self) -> None:
+        """Close the file (keeping it on disk) and the worker thread."""
+        self._executor.shutdown(wait=True)
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def discard(self) -> None:
+        """Close and delete the file."""
+        self.close()
+        self.path.unlink(missing_ok=True)

@@ -1,0 +1,49 @@
+"""Settings, read from ``KASTORE_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+class Settings(BaseSettings):
+    """How the service runs. Every field is set by ``KASTORE_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="KASTORE_", frozen=True)
+
+    data_dir: Path = Field(
+        default=Path("kastore-data"),
+        description="Directory holding the stored files and their index; created on start.",
+    )
+    host: str = Field(default="127.0.0.1", description="Interface the server listens on.")
+    port: int = Field(default=8000, ge=0, le=65535, description="Port the server listens on.")
+    max_upload_bytes: int = Field(
+        default=4 * GiB, gt=0, description="Largest file accepted by an upload (413 beyond)."
+    )
+    max_json_bytes: int = Field(
+        default=64 * MiB,
+        gt=0,
+        description="Largest array, in stored bytes, served as JSON (413 beyond).",
+    )
+    open_stores: int = Field(
+        default=128, ge=1, description="How many parsed files are kept open in memory."
+    )
+    fsync: bool = Field(default=True, description="Flush each upload to disk before answering 201.")
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = Field(
+        default="info", description="uvicorn's log level."
+    )
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The settings of this process, read once from the environment."""
+    return Settings()

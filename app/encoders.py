@@ -1,0 +1,107 @@
+"""How arrays leave the service: raw bytes or JSON, streamed in large pieces."""
+
+from __future__ import annotations
+
+import mmap
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+import orjson
+from starlette.background import BackgroundTask
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+__all__ = [
+    "JSON_PIECE_ELEMENTS",
+    "RAW_PIECE_BYTES",
+    "BufferResponse",
+    "attachment",
+    "json_response",
+    "mapped_file_response",
+]
+
+#: Raw downloads are sent in pieces of this size, straight from the mapped file.
+RAW_PIECE_BYTES = 1 << 20
+#: JSON is encoded this many elements at a time.
+JSON_PIECE_ELEMENTS = 1 << 16
+
+
+class BufferResponse(Response):
+    """Send a read-only buffer (a mapped array or file) without copying it."""
+
+    def __init__(
+        self,
+        buffer: memoryview,
+        *,
+        headers: dict[str, str],
+        media_type: str = "application/octet-stream",
+        background: BackgroundTask | None = None,
+    ) -> None:
+        self.buffer = buffer
+        self.status_code = 200
+        self.media_type = media_type
+        self.background = background
+        self.init_headers({**headers, "content-length": str(buffer.nbytes)})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        view = self.buffer
+        if scope.get("method") != "HEAD":
+            for start in range(0, view.nbytes, RAW_PIECE_BYTES):
+                piece = view[start : start + RAW_PIECE_BYTES]
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if self.background is not None:
+            await self.background()
+
+
+def mapped_file_response(fd: int, *, headers: dict[str, str]) -> BufferResponse:
+    """Serve a whole open file from a memory map; the map is closed when the answer ends."""
+    mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+    view = memoryview(mapped)
+
+    def release() -> None:
+        view.release()
+        mapped.close()
+
+    return BufferResponse(view, headers=headers, background=BackgroundTask(release))
+
+
+def attachment(filename: str) -> str:
+    """A ``Content-Disposition`` value that survives any characters in ``filename``."""
+    fallback = "".join(
+        c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in filename
+    )
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+def _json_head(key: str, array: np.ndarray) -> bytes:
+    head = orjson.dumps({"key": key, "dtype": str(array.dtype), "length": len(array)})
+    return head[:-1] + b',"data":['
+
+
+def _json_values(values: np.ndarray) -> bytes:
+    # orjson writes NaN and ±inf as null, which is what the API documents.
+    return orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
+
+
+def _json_pieces(key: str, array: np.ndarray) -> Iterator[bytes]:
+    yield _json_head(key, array)
+    for start in range(0, len(array), JSON_PIECE_ELEMENTS):
+        values = _json_values(array[start : start + JSON_PIECE_ELEMENTS])
+        yield values if start == 0 else b"," + values
+    yield b"]}"
+
+
+def json_response(key: str, array: np.ndarray, *, headers: dict[str, Any]) -> Response:
+    """``{"key", "dtype", "length", "data"}``; large arrays are streamed as they are encoded."""
+    if len(array) <= JSON_PIECE_ELEMENTS:
+        body = _json_head(key, array) + _json_values(array) + b"]}"
+        return Response(body, media_type="application/json", headers=headers)
+    return StreamingResponse(
+        _json_pieces(key, array), media_type="application/json", headers=headers
+    )

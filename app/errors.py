@@ -1,0 +1,154 @@
+"""What can go wrong, once: domain errors and how each one reads over HTTP.
+
+Every error answer is JSON ``{"error": CODE, "detail": MESSAGE}``; the message
+says what was wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette import status
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+__all__ = [
+    "InvalidStoreFileError",
+    "InvalidStoreNameError",
+    "JSONTooLargeError",
+    "KeyNotFoundError",
+    "MalformedUploadError",
+    "ServiceError",
+    "StoreExistsError",
+    "StoreNotFoundError",
+    "UnhealthyError",
+    "UnsupportedUploadError",
+    "UploadTooLargeError",
+    "error_body",
+    "install_error_handlers",
+]
+
+
+class ServiceError(Exception):
+    """Base of the errors the service answers with a 4xx status."""
+
+    status_code: int = status.HTTP_400_BAD_REQUEST
+    code: str = "bad_request"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class StoreNotFoundError(ServiceError):
+    status_code = status.HTTP_404_NOT_FOUND
+    code = "store_not_found"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no store named {name!r}; GET /stores lists the stores there are")
+
+
+class KeyNotFoundError(ServiceError):
+    status_code = status.HTTP_404_NOT_FOUND
+    code = "key_not_found"
+
+    def __init__(self, store: str, key: str) -> None:
+        super().__init__(
+            f"store {store!r} has no key {key!r}; GET /stores/{store}/keys lists its keys"
+        )
+
+
+class StoreExistsError(ServiceError):
+    status_code = status.HTTP_409_CONFLICT
+    code = "store_exists"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"a store named {name!r} already exists; choose another name, "
+            f"or replace it with PUT /stores/{name}"
+        )
+
+
+class InvalidStoreNameError(ServiceError):
+    status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
+    code = "invalid_store_name"
+
+
+class InvalidStoreFileError(ServiceError):
+    status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
+    code = "invalid_kastore_file"
+
+
+class MalformedUploadError(ServiceError):
+    status_code = status.HTTP_400_BAD_REQUEST
+    code = "malformed_upload"
+
+
+class UnsupportedUploadError(ServiceError):
+    status_code = status.HTTP_415_UNSUPPORTED_MEDIA_TYPE
+    code = "unsupported_upload"
+
+
+class UploadTooLargeError(ServiceError):
+    status_code = status.HTTP_413_CONTENT_TOO_LARGE
+    code = "upload_too_large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"the upload is larger than the limit of {limit} bytes "
+            "(the server's KASTORE_MAX_UPLOAD_BYTES setting)"
+        )
+
+
+class JSONTooLargeError(ServiceError):
+    status_code = status.HTTP_413_CONTENT_TOO_LARGE
+    code = "json_too_large"
+
+    def __init__(self, size: int, limit: int, raw_url: str) -> None:
+        super().__init__(
+            f"the array has {size} bytes, more than the {limit} bytes served as JSON "
+            f"(KASTORE_MAX_JSON_BYTES); download it raw instead: GET {raw_url}"
+        )
+
+
+class UnhealthyError(ServiceError):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    code = "unhealthy"
+
+
+def error_body(code: str, detail: str, **extra: Any) -> dict[str, Any]:
+    """The JSON body of every error answer."""
+    return {"error": code, "detail": detail, **extra}
+
+
+async def _service_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    return JSONResponse(error_body(exc.code, exc.detail), status_code=exc.status_code)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return JSONResponse(
+        error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+    )
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = [
+        f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
+    ]
+    return JSONResponse(
+        error_body("invalid_request", "; ".join(problems)),
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer every known error with the JSON error body."""
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)

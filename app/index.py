@@ -1,0 +1,110 @@
+"""The index: which store name points at which blob, in SQLite.
+
+One small table; every change is one transaction, so a crash leaves the
+index as it was before or after it, never between.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+__all__ = ["Index", "StoreRecord"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS stores (
+    name     TEXT PRIMARY KEY,
+    sha256   TEXT NOT NULL,
+    size     INTEGER NOT NULL,
+    num_keys INTEGER NOT NULL,
+    created  TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS stores_sha256 ON stores (sha256);
+"""
+_COLUMNS = "name, sha256, size, num_keys, created"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreRecord:
+    """A named store: the blob it points at and what is known about it."""
+
+    name: str
+    sha256: str
+    size: int
+    num_keys: int
+    created: datetime
+
+    @classmethod
+    def _from_row(cls, row: tuple[str, str, int, int, str]) -> StoreRecord:
+        name, sha256, size, num_keys, created = row
+        return cls(name, sha256, size, num_keys, datetime.fromisoformat(created))
+
+
+class Index:
+    """Names to store records, kept in ``index.sqlite3``.
+
+    Used from the event loop's thread only; each query takes microseconds.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def get(self, name: str) -> StoreRecord | None:
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM stores WHERE name = ?", (name,)).fetchone()
+        return None if row is None else StoreRecord._from_row(row)
+
+    def page(self, *, offset: int, limit: int) -> list[StoreRecord]:
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM stores ORDER BY name LIMIT ? OFFSET ?", (limit, offset)
+        )
+        return [StoreRecord._from_row(row) for row in rows]
+
+    def count(self) -> int:
+        (total,) = self._db.execute("SELECT count(*) FROM stores").fetchone()
+        return int(total)
+
+    def put(
+        self, name: str, sha256: str, size: int, num_keys: int, *, replace: bool
+    ) -> tuple[StoreRecord | None, StoreRecord | None]:
+        """Point ``name`` at a blob.
+
+        Returns ``(new, old)``: ``new`` is None when the name was taken and
+        ``replace`` is false; ``old`` is the record it replaced, if any.
+        """
+        created = datetime.now(UTC).replace(microsecond=0)
+        record = StoreRecord(name, sha256, size, num_keys, created)
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            old = self.get(name)
+            if old is not None and not replace:
+                return None, old
+            self._db.execute(
+                f"INSERT OR REPLACE INTO stores ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                (name, sha256, size, num_keys, created.isoformat()),
+            )
+        return record, old
+
+    def delete(self, name: str) -> StoreRecord | None:
+        """Remove ``name``; return the record it had, or None."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            old = self.get(name)
+            if old is not None:
+                self._db.execute("DELETE FROM stores WHERE name = ?", (name,))
+        return old
+
+    def references(self, sha256: str) -> bool:
+        """Whether any name still points at this blob."""
+        row = self._db.execute("SELECT 1 FROM stores WHERE sha256 = ? LIMIT 1", (sha256,))
+        return row.fetchone() is not None
+
+    def blobs(self) -> set[str]:
+        return {sha for (sha,) in self._db.execute("SELECT DISTINCT sha256 FROM stores")}

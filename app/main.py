@@ -1,0 +1,56 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
+
+import kastore
+
+from .config import Settings, get_settings
+from .errors import install_error_handlers
+from .routes import arrays, health, stores
+from .storage import Storage
+
+__all__ = ["create_app"]
+
+DESCRIPTION = """
+Store [kastore](https://kastore.readthedocs.io) files — tskit `.trees` files
+included — and read any single array over HTTP, as raw bytes or JSON, without
+downloading the whole file.
+
+Upload with `curl -F file=@sim.trees http://localhost:8000/stores`, list keys
+with `GET /stores/sim/keys`, download with `GET /stores/sim/arrays/edges/left`.
+Every error answer is JSON: `{"error": CODE, "detail": MESSAGE}`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service; ``settings`` default to the environment's."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        storage = Storage(settings.data_dir, open_stores=settings.open_stores, fsync=settings.fsync)
+        app.state.storage = storage
+        try:
+            yield
+        finally:
+            storage.close()
+
+    app = FastAPIOffline(
+        title="kastore-service",
+        version=kastore.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        swagger_ui_parameters={"validatorUrl": None},
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(stores.router)
+    app.include_router(arrays.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,65 @@
+"""The JSON shapes of the API's answers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+__all__ = ["ErrorAnswer", "Health", "KeyEntry", "KeyList", "StoreInfo", "StoreList"]
+
+
+class StoreInfo(BaseModel):
+    """A stored kastore file."""
+
+    name: str = Field(examples=["sim"])
+    size: int = Field(description="Size of the file in bytes.", examples=[43008])
+    sha256: str = Field(description="SHA-256 of the whole file, hex.")
+    num_keys: int = Field(description="Number of keys (arrays) in the file.", examples=[62])
+    created: datetime = Field(description="When this content was stored under this name (UTC).")
+    url: str = Field(description="This store.", examples=["/stores/sim"])
+    keys_url: str = Field(description="Its keys.", examples=["/stores/sim/keys"])
+    file_url: str = Field(description="The whole file.", examples=["/stores/sim/file"])
+
+
+class StoreList(BaseModel):
+    """One page of stores, sorted by name."""
+
+    stores: list[StoreInfo]
+    total: int = Field(description="Number of stores in all.")
+    offset: int
+    limit: int
+    next: str | None = Field(description="URL of the next page, or null on the last.")
+
+
+class KeyEntry(BaseModel):
+    """One key of a store and the array it holds."""
+
+    key: str = Field(examples=["edges/left"])
+    dtype: str = Field(description="numpy dtype name.", examples=["float64"])
+    length: int = Field(description="Number of elements.", examples=[163])
+    size: int = Field(description="Size of the array in bytes.", examples=[1304])
+    url: str = Field(
+        description="Where to download it (percent-encoded key).",
+        examples=["/stores/sim/arrays/edges%2Fleft"],
+    )
+
+
+class KeyList(BaseModel):
+    """Every key of a store, in file order."""
+
+    store: str
+    sha256: str
+    keys: list[KeyEntry]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class ErrorAnswer(BaseModel):
+    """Every 4xx answer: a machine-readable code and a message saying how to fix it."""
+
+    error: str = Field(examples=["store_not_found"])
+    detail: str = Field(examples=["no store named 'sim'; GET /stores lists the stores there are"])

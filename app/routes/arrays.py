@@ -1,0 +1,134 @@
+"""Keys and arrays of a store."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Header, Query, Request, Response
+
+from ..deps import RecordDep, SettingsDep, StorageDep, array_url
+from ..encoders import BufferResponse, attachment, json_response
+from ..errors import JSONTooLargeError
+from ..models import ErrorAnswer, KeyEntry, KeyList
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/stores/{name}", tags=["arrays"])
+
+
+@router.get(
+    "/keys",
+    summary="List the keys of a store",
+    response_model=KeyList,
+    responses={404: {"model": ErrorAnswer}},
+)
+async def list_keys(request: Request, record: RecordDep, storage: StorageDep) -> Response:
+    """Every key with its dtype, length (elements), size (bytes) and download URL, in file order.
+
+    ```
+    curl http://localhost:8000/stores/sim/keys
+    ```
+    """
+    opened = storage.open(record)
+    # Stored files never change: the answer is built once per name and content.
+    cache_key = ("keys", record.name, request.scope.get("root_path", ""))
+    body = opened.cache.get(cache_key)
+    if body is None:
+        listing = KeyList(
+            store=record.name,
+            sha256=record.sha256,
+            keys=[
+                KeyEntry(
+                    key=entry.key,
+                    dtype=entry.dtype,
+                    length=entry.length,
+                    size=entry.size,
+                    url=array_url(request, record.name, entry.key),
+                )
+                for entry in opened.keys
+            ],
+        )
+        body = opened.cache[cache_key] = orjson.dumps(listing.model_dump())
+    return Response(body, media_type="application/json")
+
+
+_ARRAY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The array: raw little-endian bytes, or JSON.",
+        "content": {
+            "application/octet-stream": {},
+            "application/json": {
+                "example": {
+                    "key": "nodes/time",
+                    "dtype": "float64",
+                    "length": 3,
+                    "data": [0.0, 1.5, None],
+                }
+            },
+        },
+    },
+    304: {"description": "The array has not changed since the `If-None-Match` ETag."},
+    404: {"model": ErrorAnswer, "description": "No such store or key."},
+    413: {"model": ErrorAnswer, "description": "Too large for JSON; download it raw."},
+}
+
+
+@router.get(
+    "/arrays/{key:path}",
+    summary="Download one array",
+    response_class=Response,
+    responses=_ARRAY_RESPONSES,
+)
+async def download_array(
+    request: Request,
+    key: str,
+    record: RecordDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    format: Annotated[
+        Literal["raw", "json"] | None,
+        Query(description="`raw` (default) or `json`; overrides the Accept header."),
+    ] = None,
+    accept: Annotated[str | None, Header(include_in_schema=False)] = None,
+    if_none_match: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Response:
+    """One array, as raw bytes (default) or as JSON (`?format=json` or `Accept: application/json`).
+
+    Raw: the little-endian bytes as `application/octet-stream`, with
+    `Content-Length`, a strong `ETag`, `X-Kastore-Dtype` and `X-Kastore-Length`
+    headers, and a file name. Load it with `numpy.fromfile(path, dtype)`.
+
+    JSON: `{"key", "dtype", "length", "data": [...]}`; NaN and ±inf are
+    written as `null`. Arrays larger than `KASTORE_MAX_JSON_BYTES` get 413.
+
+    Keys may hold any character: percent-encode them (`/` may stay as it is).
+    The `url` of each key in the key listing is ready to use.
+
+    ```
+    curl -o left.bin http://localhost:8000/stores/sim/arrays/edges/left
+    curl 'http://localhost:8000/stores/sim/arrays/edges%2Fleft?format=json'
+    ```
+    """
+    opened = storage.open(record)
+    array = opened.array(record.name, key)
+    etag = f'"{record.sha256}-{opened.position[key]}"'
+    headers = {
+        "etag": etag,
+        "x-kastore-dtype": str(array.dtype),
+        "x-kastore-length": str(len(array)),
+        "cache-control": "no-cache",
+    }
+    if if_none_match is not None and etag in (tag.strip() for tag in if_none_match.split(",")):
+        return Response(status_code=304, headers=headers)
+    wants_json = format == "json" or (
+        format is None and accept is not None and "application/json" in accept
+    )
+    if wants_json:
+        if array.nbytes > settings.max_json_bytes:
+            raise JSONTooLargeError(
+                array.nbytes, settings.max_json_bytes, array_url(request, record.name, key)
+            )
+        return json_response(key, array, headers=headers | {"vary": "Accept"})
+    headers["content-disposition"] = attachment(f"{key.replace('/', '_')}.{array.dtype}.bin")
+    return BufferResponse(array.data.cast("B"), headers=headers | {"vary": "Accept"})

@@ -1,0 +1,206 @@
+"""Stores: upload, list, describe, download whole, delete."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response, status
+
+from ..deps import RecordDep, SettingsDep, StorageDep, store_url
+from ..encoders import BufferResponse, attachment, mapped_file_response
+from ..errors import InvalidStoreNameError, UnsupportedUploadError
+from ..index import StoreRecord
+from ..models import ErrorAnswer, StoreInfo, StoreList
+from ..uploads import MultipartUpload, check_declared_size, is_multipart, raw_body
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/stores", tags=["stores"])
+
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorAnswer}}
+_UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorAnswer, "description": "Malformed multipart body."},
+    409: {"model": ErrorAnswer, "description": "The name is taken (POST only)."},
+    413: {"model": ErrorAnswer, "description": "Larger than `KASTORE_MAX_UPLOAD_BYTES`."},
+    415: {"model": ErrorAnswer, "description": "Not a multipart form with a `file` field."},
+    422: {"model": ErrorAnswer, "description": "Not a valid kastore file, or a bad name."},
+}
+
+
+def _info(request: Request, record: StoreRecord) -> StoreInfo:
+    url = store_url(request, record.name)
+    return StoreInfo(
+        name=record.name,
+        size=record.size,
+        sha256=record.sha256,
+        num_keys=record.num_keys,
+        created=record.created,
+        url=url,
+        keys_url=f"{url}/keys",
+        file_url=f"{url}/file",
+    )
+
+
+def _created(request: Request, response: Response, record: StoreRecord) -> StoreInfo:
+    info = _info(request, record)
+    response.headers["Location"] = info.url
+    return info
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Upload a file as a new store",
+    responses=_UPLOAD_ERRORS,
+)
+async def upload_store(
+    request: Request, response: Response, storage: StorageDep, settings: SettingsDep
+) -> StoreInfo:
+    """Upload a kastore (or tskit `.trees`) file as a `multipart/form-data` form.
+
+    The `file` field holds the file; the optional `name` field names the store
+    (default: the file's name without its extension). The file is streamed to
+    disk, hashed and fully validated before it is stored; a malformed file is
+    refused with 422 and nothing is kept. A name already in use gets 409: use
+    `PUT /stores/{name}` to replace a store. Names are 1 to 128 letters,
+    digits, `.`, `_` or `-`, starting with a letter or digit.
+
+    ```
+    curl -F file=@sim.trees http://localhost:8000/stores
+    curl -F file=@sim.trees -F name=run-42 http://localhost:8000/stores
+    ```
+    """
+    if not is_multipart(request):
+        raise UnsupportedUploadError(
+            "POST /stores takes a multipart form: curl -F file=@PATH; "
+            "to send the raw file use curl -T PATH /stores/NAME"
+        )
+    check_declared_size(request, settings.max_upload_bytes)
+    form = MultipartUpload(request)
+    async with storage.receive(form.pieces(), max_bytes=settings.max_upload_bytes) as upload:
+        name = form.fields.get("name") or form.stem
+        if not name:
+            raise InvalidStoreNameError(
+                "the upload has no file name to name the store after; add -F name=NAME"
+            )
+        record, _ = await storage.publish(name, upload, replace=False)
+    return _created(request, response, record)
+
+
+@router.put(
+    "/{name}",
+    status_code=status.HTTP_201_CREATED,
+    summary="Upload or replace a store",
+    responses={
+        200: {"model": StoreInfo, "description": "An existing store was replaced."},
+        **_UPLOAD_ERRORS,
+    },
+)
+async def put_store(
+    name: str, request: Request, response: Response, storage: StorageDep, settings: SettingsDep
+) -> StoreInfo:
+    """Store the request body (the raw file) under `name`, replacing any store of that name.
+
+    Answers 201 when the name is new and 200 when a store was replaced. The
+    replaced content stays readable by downloads already under way. A
+    multipart form (`-F file=@PATH`) is accepted too. Names are 1 to 128
+    letters, digits, `.`, `_` or `-`, starting with a letter or digit.
+
+    ```
+    curl -T sim.trees http://localhost:8000/stores/sim
+    ```
+    """
+    check_declared_size(request, settings.max_upload_bytes)
+    body = MultipartUpload(request).pieces() if is_multipart(request) else raw_body(request)
+    async with storage.receive(body, max_bytes=settings.max_upload_bytes) as upload:
+        record, created = await storage.publish(name, upload, replace=True)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return _created(request, response, record)
+
+
+@router.get("", summary="List stores")
+async def list_stores(
+    request: Request,
+    storage: StorageDep,
+    offset: Annotated[int, Query(ge=0, description="Stores to skip.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Stores per page.")] = 100,
+) -> StoreList:
+    """List stores sorted by name, a page at a time (`offset`, `limit`; `next` links on).
+
+    ```
+    curl http://localhost:8000/stores
+    curl 'http://localhost:8000/stores?offset=100&limit=100'
+    ```
+    """
+    records, total = storage.page(offset=offset, limit=limit)
+    after = offset + len(records)
+    next_url = (
+        f"{request.scope.get('root_path', '')}/stores?offset={after}&limit={limit}"
+        if after < total
+        else None
+    )
+    return StoreList(
+        stores=[_info(request, record) for record in records],
+        total=total,
+        offset=offset,
+        limit=limit,
+        next=next_url,
+    )
+
+
+@router.get("/{name}", summary="Describe a store", responses=_NOT_FOUND)
+async def get_store(request: Request, record: RecordDep) -> StoreInfo:
+    """Name, size, sha256, number of keys, creation time and URLs of one store.
+
+    ```
+    curl http://localhost:8000/stores/sim
+    ```
+    """
+    return _info(request, record)
+
+
+@router.get(
+    "/{name}/file",
+    summary="Download the whole file",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "The stored file."},
+        **_NOT_FOUND,
+    },
+)
+async def download_file(record: RecordDep, storage: StorageDep) -> BufferResponse:
+    """The stored file, byte for byte, with its sha256 as the `ETag`.
+
+    ```
+    curl -o sim.trees http://localhost:8000/stores/sim/file
+    ```
+    """
+    fd = storage.open_file(record)
+    try:
+        return mapped_file_response(
+            fd,
+            headers={
+                "etag": f'"{record.sha256}"',
+                "content-disposition": attachment(f"{record.name}.kas"),
+            },
+        )
+    finally:
+        os.close(fd)  # the map keeps its own reference to the file
+
+
+@router.delete(
+    "/{name}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a store",
+    responses=_NOT_FOUND,
+)
+async def delete_store(name: str, storage: StorageDep) -> None:
+    """Delete a store; later reads of it answer 404. Downloads under way finish.
+
+    ```
+    curl -X DELETE http://localhost:8000/stores/sim
+    ```
+    """
+    await storage.delete(name)

@@ -1,0 +1,152 @@
+"""Request bodies as streams of pieces: raw, or the file part of a multipart form.
+
+Neither form is ever held whole in memory: pieces go to storage as they
+arrive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import PurePosixPath
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import Request
+
+from .errors import MalformedUploadError, UnsupportedUploadError, UploadTooLargeError
+
+__all__ = ["FILE_FIELD", "MultipartUpload", "check_declared_size", "is_multipart", "raw_body"]
+
+#: The form field carrying the file: ``curl -F file=@data.kas``.
+FILE_FIELD = "file"
+#: Other form fields (``name``) are short; anything longer is refused.
+_MAX_FIELD_BYTES = 1024
+
+
+def check_declared_size(request: Request, limit: int) -> None:
+    """Refuse at once a body whose ``Content-Length`` is over ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise UploadTooLargeError(limit)
+
+
+def is_multipart(request: Request) -> bool:
+    content_type, _ = parse_options_header(request.headers.get("content-type"))
+    return content_type == b"multipart/form-data"
+
+
+async def raw_body(request: Request) -> AsyncIterator[bytes]:
+    async for piece in request.stream():
+        if piece:
+            yield piece
+
+
+class MultipartUpload:
+    """Streams the ``file`` part of a ``multipart/form-data`` body.
+
+    Iterate over ``pieces()`` to receive the file's bytes; once it is
+    exhausted, ``filename`` and ``fields`` hold what the form also said.
+    """
+
+    def __init__(self, request: Request) -> None:
+        _, options = parse_options_header(request.headers.get("content-type"))
+        boundary = options.get(b"boundary")
+        if not boundary:
+            raise UnsupportedUploadError(
+                "multipart body without a boundary; send the file with curl -F file=@PATH"
+            )
+        self._request = request
+        self.filename: str | None = None
+        self.fields: dict[str, str] = {}
+        self._seen_file = False
+        self._out: list[bytes] = []
+        self._header_field = bytearray()
+        self._header_value = bytearray()
+        self._headers: dict[bytes, bytes] = {}
+        self._part: str | None = None
+        self._part_is_file = False
+        self._value = bytearray()
+        self._parser = MultipartParser(
+            boundary,
+            {
+                "on_part_begin": self._on_part_begin,
+                "on_part_data": self._on_part_data,
+                "on_part_end": self._on_part_end,
+                "on_header_field": self._on_header_field,
+                "on_header_value": self._on_header_value,
+                "on_header_end": self._on_header_end,
+                "on_headers_finished": self._on_headers_finished,
+            },
+        )
+
+    async def pieces(self) -> AsyncIterator[bytes]:
+        async for chunk in self._request.stream():
+            if not chunk:
+                continue
+            try:
+                self._parser.write(chunk)
+            except MultipartParseError as err:
+                raise MalformedUploadError(f"malformed multipart body: {err}") from None
+            if self._out:
+                out, self._out = self._out, []
+                for piece in out:
+                    yield piece
+        try:
+            self._parser.finalize()
+        except MultipartParseError as err:
+            raise MalformedUploadError(f"malformed multipart body: {err}") from None
+        if not self._seen_file:
+            raise UnsupportedUploadError(
+                f"the form has no {FILE_FIELD!r} field; send the file with "
+                f"curl -F {FILE_FIELD}=@PATH"
+            )
+
+    @property
+    def stem(self) -> str | None:
+        """The uploaded file's name without folders or extension."""
+        if not self.filename:
+            return None
+        return PurePosixPath(self.filename.replace("\\", "/")).stem
+
+    # Parser callbacks
+
+    def _on_part_begin(self) -> None:
+        self._headers = {}
+        self._part = None
+        self._part_is_file = False
+        self._value = bytearray()
+
+    def _on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header_field += data[start:end]
+
+    def _on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._header_value += data[start:end]
+
+    def _on_header_end(self) -> None:
+        self._headers[bytes(self._header_field).lower()] = bytes(self._header_value)
+        self._header_field.clear()
+        self._header_value.clear()
+
+    def _on_headers_finished(self) -> None:
+        _, options = parse_options_header(self._headers.get(b"content-disposition"))
+        self._part = options.get(b"name", b"").decode("utf-8", "replace")
+        if self._part == FILE_FIELD:
+            if self._seen_file:
+                raise UnsupportedUploadError(f"send one {FILE_FIELD!r} field, not several")
+            self._seen_file = self._part_is_file = True
+            filename = options.get(b"filename")
+            self.filename = None if filename is None else filename.decode("utf-8", "replace")
+
+    def _on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._part_is_file:
+            self._out.append(data[start:end])
+        else:
+            self._value += data[start:end]
+            if len(self._value) > _MAX_FIELD_BYTES:
+                raise UnsupportedUploadError(
+                    f"form field {self._part!r} is longer than {_MAX_FIELD_BYTES} bytes"
+                )
+
+    def _on_part_end(self) -> None:
+        if self._part is not None and not self._part_is_file:
+            self.fields[self._part] = self._value.decode("utf-8", "replace")
