@@ -11,7 +11,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette import status
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 __all__ = [
@@ -34,7 +33,7 @@ __all__ = [
 class ServiceError(Exception):
     """Base of the errors the service answers with a 4xx status."""
 
-    status_code: int = status.HTTP_400_BAD_REQUEST
+    status_code: int = 400
     code: str = "bad_request"
 
     def __init__(self, detail: str) -> None:
@@ -43,7 +42,7 @@ class ServiceError(Exception):
 
 
 class StoreNotFoundError(ServiceError):
-    status_code = status.HTTP_404_NOT_FOUND
+    status_code = 404
     code = "store_not_found"
 
     def __init__(self, name: str) -> None:
@@ -51,7 +50,7 @@ class StoreNotFoundError(ServiceError):
 
 
 class KeyNotFoundError(ServiceError):
-    status_code = status.HTTP_404_NOT_FOUND
+    status_code = 404
     code = "key_not_found"
 
     def __init__(self, store: str, key: str) -> None:
@@ -61,7 +60,7 @@ class KeyNotFoundError(ServiceError):
 
 
 class StoreExistsError(ServiceError):
-    status_code = status.HTTP_409_CONFLICT
+    status_code = 409
     code = "store_exists"
 
     def __init__(self, name: str) -> None:
@@ -72,27 +71,27 @@ class StoreExistsError(ServiceError):
 
 
 class InvalidStoreNameError(ServiceError):
-    status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
+    status_code = 422
     code = "invalid_store_name"
 
 
 class InvalidStoreFileError(ServiceError):
-    status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
+    status_code = 422
     code = "invalid_kastore_file"
 
 
 class MalformedUploadError(ServiceError):
-    status_code = status.HTTP_400_BAD_REQUEST
+    status_code = 400
     code = "malformed_upload"
 
 
 class UnsupportedUploadError(ServiceError):
-    status_code = status.HTTP_415_UNSUPPORTED_MEDIA_TYPE
+    status_code = 415
     code = "unsupported_upload"
 
 
 class UploadTooLargeError(ServiceError):
-    status_code = status.HTTP_413_CONTENT_TOO_LARGE
+    status_code = 413
     code = "upload_too_large"
 
     def __init__(self, limit: int) -> None:
@@ -103,7 +102,7 @@ class UploadTooLargeError(ServiceError):
 
 
 class JSONTooLargeError(ServiceError):
-    status_code = status.HTTP_413_CONTENT_TOO_LARGE
+    status_code = 413
     code = "json_too_large"
 
     def __init__(self, size: int, limit: int, raw_url: str) -> None:
@@ -114,7 +113,7 @@ class JSONTooLargeError(ServiceError):
 
 
 class UnhealthyError(ServiceError):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    status_code = 503
     code = "unhealthy"
 
 
@@ -143,7 +142,7 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     ]
     return JSONResponse(
         error_body("invalid_request", "; ".join(problems)),
-        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        status_code=422,
     )
 
 
