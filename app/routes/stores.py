@@ -194,9 +194,10 @@ async def download_file(record: RecordDep, storage: StorageDep) -> BufferRespons
     "/{name}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a store",
+    response_class=Response,
     responses=_NOT_FOUND,
 )
-async def delete_store(name: str, storage: StorageDep) -> None:
+async def delete_store(name: str, storage: StorageDep) -> Response:
     """Delete a store; later reads of it answer 404. Downloads under way finish.
 
     ```
@@ -204,3 +205,4 @@ async def delete_store(name: str, storage: StorageDep) -> None:
     ```
     """
     await storage.delete(name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
