@@ -170,7 +170,14 @@ def _parse_layout(buffer: memoryview, header: _Header, key_encoding: str) -> _La
             f"bad file size in header: {header.file_size} bytes, but the layout ends at byte {end}"
         )
     keys = _decode_keys(buffer[keys_start:keys_end], key_ends - np.uint64(keys_start), key_encoding)
-    return _Layout(keys=keys, types=types, array_starts=array_starts, array_lens=array_lens)
+    # Copies, not views of the descriptors: a view would pin the buffer, and
+    # Store.close() could then never unmap the file.
+    return _Layout(
+        keys=keys,
+        types=types.copy(),
+        array_starts=array_starts.copy(),
+        array_lens=array_lens.copy(),
+    )
 
 
 def _decode_keys(block: memoryview, ends: npt.NDArray[np.uint64], key_encoding: str) -> list[str]:
@@ -197,10 +204,12 @@ class Store(Mapping[str, np.ndarray]):
     the store itself does not.
     """
 
-    __slots__ = ("_arrays", "_buffer", "_index", "_keys", "_layout")
+    __slots__ = ("_arrays", "_buffer", "_index", "_keys", "_layout", "_owns_map")
 
-    def __init__(self, buffer: memoryview, layout: _Layout) -> None:
+    def __init__(self, buffer: memoryview, layout: _Layout, *, owns_map: bool = False) -> None:
         self._buffer: memoryview | None = buffer
+        # Only a map that load() made is ours to close; loads() may be given one.
+        self._owns_map = owns_map
         self._layout = layout
         self._keys = layout.keys
         self._index = dict(zip(layout.keys, range(len(layout.keys)), strict=True))
@@ -262,7 +271,7 @@ class Store(Mapping[str, np.ndarray]):
         base = buffer.obj
         try:
             buffer.release()
-            if isinstance(base, mmap.mmap):
+            if self._owns_map and isinstance(base, mmap.mmap):
                 base.close()
         except BufferError:
             # Arrays still point into the data: it goes when the last of them does.
@@ -280,11 +289,13 @@ class Store(Mapping[str, np.ndarray]):
         return f"<kastore.Store with {len(self._keys)} keys>"
 
 
-def _store(buffer: memoryview, available: int, key_encoding: str, *, exact: bool) -> Store:
+def _store(
+    buffer: memoryview, available: int, key_encoding: str, *, exact: bool, owns_map: bool = False
+) -> Store:
     header = _parse_header(buffer[:HEADER_SIZE], available)
     _check_fits(header, available, exact=exact)
     data = buffer[: header.file_size]
-    return Store(data, _parse_layout(data, header, key_encoding))
+    return Store(data, _parse_layout(data, header, key_encoding), owns_map=owns_map)
 
 
 def loads(encoded_data: Any, key_encoding: str = "utf-8") -> Store:
@@ -349,7 +360,7 @@ def load(
             available = source.size - source.offset
             if available == 0:
                 raise EOFError("no kastore data: the file is empty or at its end")
-            store = _store(source.map(), available, key_encoding, exact=exact)
+            store = _store(source.map(), available, key_encoding, exact=exact, owns_map=True)
             source.seek(source.offset + _store_size(store))
             return store
         return _read_stream(source, key_encoding, exact=exact)
