@@ -7,6 +7,7 @@ hide itself by being used on both sides of a check.
 
 from __future__ import annotations
 
+import json
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -168,7 +169,11 @@ def header_bytes(num_items: int, file_size: int, major: int = 1, minor: int = 0)
 # --- shared test data -------------------------------------------------------------
 
 
-def testdata_names(folder: str, suffix: str) -> list[Any]:
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def shared_names(folder: str, suffix: str) -> list[Any]:
     """Names (without ``suffix``) of the shared files in ``folder``, for parametrize.
 
     Without the shared folder there is one skipped case, so the report says why.
