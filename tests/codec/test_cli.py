@@ -111,7 +111,8 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
     assert "usage: kastore" in captured.err
 
 
-def _assert_one_line_error(path: Path, captured: pytest.CaptureResult[str], *words: str) -> None:
+def _assert_one_line_error(path: Path, capsys: pytest.CaptureFixture[str], *words: str) -> None:
+    captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.startswith(f"kastore: {path}: ")
     assert captured.err.endswith("\n") and captured.err.count("\n") == 1
@@ -127,7 +128,7 @@ def test_a_missing_file(
     path = tmp_path / "missing.kas"
     key = ["one"] if command == ["dump"] else []
     assert main([*command, str(path), *key]) == 1
-    _assert_one_line_error(path, capsys.readouterr(), "No such file")
+    _assert_one_line_error(path, capsys, "No such file")
 
 
 @pytest.mark.parametrize(
@@ -148,19 +149,19 @@ def test_a_malformed_file(
     path = tmp_path / "bad.kas"
     path.write_bytes(contents)
     assert main(["ls", "-l", str(path)]) == 1
-    _assert_one_line_error(path, capsys.readouterr(), *words)
+    _assert_one_line_error(path, capsys, *words)
 
 
 def test_a_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ls", str(tmp_path)]) == 1
-    _assert_one_line_error(tmp_path, capsys.readouterr(), "directory")
+    _assert_one_line_error(tmp_path, capsys, "directory")
 
 
 def test_dump_of_an_unknown_key(
     docs_example_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["dump", str(docs_example_file), "three"]) == 1
-    _assert_one_line_error(docs_example_file, capsys.readouterr(), "'three'")
+    _assert_one_line_error(docs_example_file, capsys, "'three'")
 
 
 def test_python_dash_m_kastore(docs_example_file: Path) -> None:

@@ -52,19 +52,19 @@ if np.dtype(np.longdouble).itemsize > 8:  # on some platforms it is just float64
     BAD_VALUES["longdouble"] = np.zeros(2, dtype=np.longdouble)
 
 
-def _dumps(data: Any, tmp_path: Path, **kwargs: Any) -> object:
-    return kastore.dumps(data, **kwargs)
+def _dumps(data: Any, tmp_path: Path, **kwargs: Any) -> None:
+    kastore.dumps(data, **kwargs)
 
 
-def _dump_path(data: Any, tmp_path: Path, **kwargs: Any) -> object:
-    return kastore.dump(data, tmp_path / "out.kas", **kwargs)
+def _dump_path(data: Any, tmp_path: Path, **kwargs: Any) -> None:
+    kastore.dump(data, tmp_path / "out.kas", **kwargs)
 
 
-def _dump_bytesio(data: Any, tmp_path: Path, **kwargs: Any) -> object:
-    return kastore.dump(data, io.BytesIO(), **kwargs)
+def _dump_bytesio(data: Any, tmp_path: Path, **kwargs: Any) -> None:
+    kastore.dump(data, io.BytesIO(), **kwargs)
 
 
-WRITERS: dict[str, Callable[..., object]] = {
+WRITERS: dict[str, Callable[..., None]] = {
     "dumps": _dumps,
     "dump-path": _dump_path,
     "dump-bytesio": _dump_bytesio,
@@ -109,7 +109,7 @@ def test_a_key_the_encoding_cannot_hold_is_a_value_error() -> None:
 
 # --- engine -----------------------------------------------------------------------
 
-BAD_ENGINES = [None, {}, "x", b"x", "Python", "python ", 1]
+BAD_ENGINES: list[Any] = [None, {}, "x", b"x", "Python", "python ", 1]
 
 
 @pytest.mark.parametrize("engine", BAD_ENGINES, ids=repr)

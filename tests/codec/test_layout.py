@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,7 @@ def _big_endian(base: np.ndarray) -> np.ndarray:
     return base.astype(base.dtype.newbyteorder(">"))
 
 
-VARIANTS = {
+VARIANTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "big-endian": _big_endian,
     "strided": lambda base: np.repeat(base, 2)[::2],
     "big-endian-strided": lambda base: _big_endian(np.repeat(base, 2))[1::2],

@@ -118,7 +118,7 @@ def test_dump_writes_what_dumps_returns(
         kastore.dump(data, path)
     elif sink == "file-object":
         with path.open("wb") as out:
-            assert kastore.dump(data, out) is None
+            kastore.dump(data, out)
             assert out.tell() == len(kastore.dumps(data))
     else:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
@@ -160,7 +160,7 @@ def test_sequences_take_numpys_default_dtype(value: Any) -> None:
 )
 def test_c_type_aliases_are_stored_by_kind_and_size(dtype: type, stored_as: str) -> None:
     """``long`` and ``long long`` are distinct numpy types of one size: both are int64."""
-    value = np.array([1, 2, 3], dtype=dtype)
+    value: np.ndarray = np.array([1, 2, 3], dtype=dtype)
     with kastore.loads(kastore.dumps({"a": value})) as store:
         assert store["a"].dtype == np.dtype(stored_as)
         assert store["a"].tolist() == [1, 2, 3]

@@ -14,7 +14,7 @@ import pytest
 
 import kastore
 
-DATA = {
+DATA: dict[str, np.ndarray] = {
     "b": np.arange(5, dtype=np.uint64),
     "a": np.array([1.5, -2.5], dtype=np.float32),
     "empty": np.array([], dtype=np.int16),
@@ -177,9 +177,12 @@ def _mapped(path: Path) -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc/self/maps")
-def test_close_unmaps_the_file_when_no_array_is_held(path: Path) -> None:
+@pytest.mark.parametrize("taken", [[], ["b"], ["a", "b", "empty"]])
+def test_close_unmaps_the_file_when_no_array_is_held(path: Path, taken: list[str]) -> None:
     store = kastore.load(path)
     assert _mapped(path) == 1
+    for key in taken:
+        assert store[key] is store[key]  # taken, held a moment, and dropped
     store.close()
     assert _mapped(path) == 0
 
