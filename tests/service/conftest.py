@@ -1,0 +1,110 @@
+"""Fixtures of the service tests: an app per test on its own data directory."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.main import create_app
+
+from ._support import (
+    TestClient,
+    service_settings,
+    test_client,
+    upload,
+    write_big,
+    write_tricky,
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "e2e: starts the real server in a subprocess (deselect with -m 'not e2e')"
+    )
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+ClientFactory = Callable[..., TestClient]
+
+
+@pytest.fixture
+def make_client(data_dir: Path) -> Iterator[ClientFactory]:
+    """``make_client(**settings)``: a started client of a new app on ``data_dir``.
+
+    Every client made is shut down (lifespan and all) when the test ends.
+    """
+    with contextlib.ExitStack() as stack:
+
+        def make(**overrides: Any) -> TestClient:
+            app = create_app(service_settings(data_dir, **overrides))
+            return stack.enter_context(test_client(app))
+
+        yield make
+
+
+@pytest.fixture
+def client(make_client: ClientFactory) -> TestClient:
+    return make_client()
+
+
+@pytest.fixture
+def tskit_file(testdata: Path) -> Path:
+    return testdata / "tskit" / "single_population.trees"
+
+
+@pytest.fixture
+def tskit_store(client: TestClient, tskit_file: Path) -> dict[str, Any]:
+    """``single_population.trees`` uploaded as the store ``single_population``."""
+    return upload(client, tskit_file)
+
+
+@pytest.fixture
+def unicode_file(testdata: Path) -> Path:
+    return testdata / "written-by-reference" / "unicode_keys.kas"
+
+
+@pytest.fixture
+def big_file(tmp_path: Path) -> Path:
+    return write_big(tmp_path / "big.kas")
+
+
+@pytest.fixture(scope="module")
+def reader(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """One client for a module's read-only tests: they must not change its stores."""
+    app = create_app(service_settings(tmp_path_factory.mktemp("reader")))
+    with test_client(app) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def library(
+    reader: TestClient, testdata: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """Files stored in ``reader``, by store name (the file's stem).
+
+    Every shared tskit and written-by-reference file, ``big`` (see ``write_big``)
+    and ``tricky`` (``TRICKY_KEYS``).
+    """
+    generated = tmp_path_factory.mktemp("generated")
+    paths = [
+        *sorted((testdata / "tskit").glob("*.trees")),
+        *sorted((testdata / "written-by-reference").glob("*.kas")),
+        write_big(generated / "big.kas"),
+        write_tricky(generated / "tricky.kas"),
+    ]
+    for path in paths:
+        upload(reader, path)
+    return {path.stem: path for path in paths}

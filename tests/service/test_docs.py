@@ -1,0 +1,152 @@
+"""The documentation the service serves: /docs, /redoc and /openapi.json, offline."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from ._support import TestClient
+
+#: Every route of the API, as the OpenAPI document names them.
+ROUTES = [
+    ("post", "/stores"),
+    ("get", "/stores"),
+    ("get", "/stores/{name}"),
+    ("put", "/stores/{name}"),
+    ("delete", "/stores/{name}"),
+    ("get", "/stores/{name}/file"),
+    ("get", "/stores/{name}/keys"),
+    ("get", "/stores/{name}/arrays/{key}"),
+    ("get", "/healthz"),
+]
+
+
+@pytest.fixture(scope="module")
+def openapi(reader: TestClient) -> dict[str, Any]:
+    answer = reader.get("/openapi.json")
+    assert answer.status_code == 200
+    document: dict[str, Any] = answer.json()
+    return document
+
+
+def _operations(openapi: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(method, path) for path, item in openapi["paths"].items() for method in item]
+
+
+def _resolve(openapi: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    ref = schema.get("$ref")
+    if ref is None:
+        return schema
+    resolved: dict[str, Any] = openapi
+    for part in ref.removeprefix("#/").split("/"):
+        resolved = resolved[part]
+    return resolved
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_pages_load_nothing_from_another_host(reader: TestClient, page: str) -> None:
+    answer = reader.get(page)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/html")
+    html = answer.text
+    assert re.findall(r"(?i)(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}", html) == []
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert any(asset.endswith(".js") for asset in assets), assets
+    for asset in assets:
+        assert asset.startswith("/"), asset
+        served = reader.get(asset)
+        assert served.status_code == 200, asset
+        assert len(served.content) > 1000, asset
+    assert "/openapi.json" in html
+
+
+def test_openapi_lists_every_route(openapi: dict[str, Any]) -> None:
+    assert sorted(_operations(openapi)) == sorted(ROUTES)
+    assert openapi["info"]["title"] == "kastore-service"
+    assert "curl" in openapi["info"]["description"]
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES, ids=[f"{m} {p}" for m, p in ROUTES])
+def test_every_route_has_a_summary_and_a_curl_example(
+    openapi: dict[str, Any], method: str, path: str
+) -> None:
+    operation = openapi["paths"][path][method]
+    assert operation.get("summary", "").strip()
+    assert "curl" in operation.get("description", "")
+    assert path.split("{")[0].rstrip("/") in operation["description"]
+
+
+def _responses(openapi: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(operation, status, response)`` for every documented answer."""
+    return [
+        (f"{method.upper()} {path}", status, response)
+        for path, item in openapi["paths"].items()
+        for method, operation in item.items()
+        for status, response in operation["responses"].items()
+    ]
+
+
+def test_every_json_answer_has_a_typed_schema(openapi: dict[str, Any]) -> None:
+    """A client generated from the document knows the shape of each JSON answer."""
+    untyped = []
+    for operation, status, response in _responses(openapi):
+        content = response.get("content", {})
+        if "application/json" not in content:
+            continue
+        schema = _resolve(openapi, content["application/json"].get("schema", {}))
+        if schema.get("type") != "object" or not schema.get("properties"):
+            untyped.append(f"{operation} {status}")
+    assert untyped == []
+
+
+def test_every_error_answer_is_documented_as_sent(openapi: dict[str, Any]) -> None:
+    """Errors are sent as ``{"error", "detail"}``: the document must say so, 422 included."""
+    expected = {"$ref": "#/components/schemas/ErrorAnswer"}
+    wrong = [
+        f"{operation} {status}: {response['content']['application/json']['schema']}"
+        for operation, status, response in _responses(openapi)
+        if status.startswith(("4", "5"))
+        and response["content"]["application/json"]["schema"] != expected
+    ]
+    assert wrong == []
+
+
+def test_success_schemas_are_typed(openapi: dict[str, Any]) -> None:
+    schemas = openapi["components"]["schemas"]
+    store = schemas["StoreInfo"]["properties"]
+    assert {name: store[name].get("type") for name in ("name", "size", "sha256", "num_keys")} == {
+        "name": "string",
+        "size": "integer",
+        "sha256": "string",
+        "num_keys": "integer",
+    }
+    assert store["created"]["format"] == "date-time"
+    assert set(schemas["StoreInfo"]["required"]) >= {"name", "size", "sha256", "url"}
+    assert schemas["StoreList"]["properties"]["stores"]["items"] == {
+        "$ref": "#/components/schemas/StoreInfo"
+    }
+    keys = schemas["KeyList"]["properties"]["keys"]["items"]
+    assert keys == {"$ref": "#/components/schemas/KeyEntry"}
+    entry = schemas["KeyEntry"]["properties"]
+    assert entry["length"]["type"] == "integer"
+    assert entry["url"]["type"] == "string"
+    assert set(schemas["ErrorAnswer"]["required"]) == {"error", "detail"}
+
+
+def test_documented_json_answers_match_what_is_sent(reader: TestClient, library: Any) -> None:
+    """The answers carry exactly the properties their schemas list."""
+    schemas = reader.get("/openapi.json").json()["components"]["schemas"]
+    samples = {
+        "StoreInfo": reader.get("/stores/single_population").json(),
+        "StoreList": reader.get("/stores?limit=1").json(),
+        "KeyList": reader.get("/stores/single_population/keys").json(),
+        "KeyEntry": reader.get("/stores/single_population/keys").json()["keys"][0],
+        "Health": reader.get("/healthz").json(),
+        "ErrorAnswer": reader.get("/stores/nowhere").json(),
+    }
+    for name, sample in samples.items():
+        assert set(sample) == set(schemas[name]["properties"]), name
+    invalid = reader.get("/stores?limit=0").json()
+    assert set(invalid) == set(schemas["ErrorAnswer"]["properties"])

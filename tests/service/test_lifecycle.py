@@ -1,0 +1,143 @@
+"""What outlives a request: restarts, leftovers of a crash, downloads under way."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.main import create_app
+
+from ._support import (
+    TestClient,
+    arrays_of,
+    assert_serves,
+    error_of,
+    service_settings,
+    sha256,
+    stored_names,
+    test_client,
+    upload,
+)
+
+
+def _restart(data_dir: Path) -> TestClient:
+    return test_client(create_app(service_settings(data_dir)))
+
+
+def test_restart_keeps_stores(
+    data_dir: Path, tskit_file: Path, unicode_file: Path, testdata: Path
+) -> None:
+    island = testdata / "tskit" / "island_model_with_metadata.trees"
+    with _restart(data_dir) as client:
+        kept = upload(client, tskit_file, name="kept")
+        upload(client, unicode_file, name="replaced")
+        replaced = client.put("/stores/replaced", content=island.read_bytes()).json()
+        upload(client, unicode_file, name="deleted")
+        assert client.delete("/stores/deleted").status_code == 204
+
+    with _restart(data_dir) as client:
+        assert client.get("/stores").json()["stores"] == [kept, replaced]
+        assert_serves(client, "kept", tskit_file.read_bytes())
+        assert_serves(client, "replaced", island.read_bytes())
+        assert error_of(client.get("/stores/deleted"), 404)["error"] == "store_not_found"
+        # And the service takes new uploads.
+        upload(client, unicode_file, name="after")
+        assert stored_names(client) == ["after", "kept", "replaced"]
+
+
+def test_start_removes_uploads_left_in_tmp(data_dir: Path, tskit_file: Path) -> None:
+    with _restart(data_dir) as client:
+        upload(client, tskit_file, name="sim")
+    (data_dir / "tmp" / "tmpab12cd.upload").write_bytes(tskit_file.read_bytes()[:1000])
+    (data_dir / "tmp" / "tmpef34gh.upload").write_bytes(b"")
+    with _restart(data_dir) as client:
+        assert list((data_dir / "tmp").iterdir()) == []
+        assert stored_names(client) == ["sim"]
+        assert_serves(client, "sim", tskit_file.read_bytes())
+
+
+def test_start_removes_blobs_no_store_points_at(
+    data_dir: Path, tskit_file: Path, unicode_file: Path
+) -> None:
+    with _restart(data_dir) as client:
+        upload(client, tskit_file, name="sim")
+    orphan_sha = sha256(unicode_file.read_bytes())
+    orphan = data_dir / "blobs" / orphan_sha[:2] / f"{orphan_sha}.kas"
+    orphan.parent.mkdir(exist_ok=True)
+    orphan.write_bytes(unicode_file.read_bytes())
+    kept = data_dir / "blobs" / sha256(tskit_file.read_bytes())[:2]
+    assert kept.is_dir()
+
+    with _restart(data_dir) as client:
+        assert not orphan.exists()
+        assert [path.name for path in kept.iterdir()] == [f"{sha256(tskit_file.read_bytes())}.kas"]
+        assert stored_names(client) == ["sim"]
+        assert_serves(client, "sim", tskit_file.read_bytes())
+
+
+def test_start_creates_a_missing_data_dir(tmp_path: Path, tskit_file: Path) -> None:
+    data_dir = tmp_path / "not" / "yet" / "there"
+    with _restart(data_dir) as client:
+        assert client.get("/healthz").status_code == 200
+        upload(client, tskit_file, name="sim")
+    assert data_dir.is_dir()
+
+
+# --- changing a store while it is downloaded -------------------------------------
+
+Change = Callable[[TestClient, Path], httpx.Response]
+
+CHANGES: dict[str, Change] = {
+    "delete": lambda client, _: client.delete("/stores/big"),
+    "replace": lambda client, other: client.put("/stores/big", content=other.read_bytes()),
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+@pytest.mark.parametrize("what", ["raw array", "json array", "file"], ids=["raw", "json", "file"])
+def test_changing_a_store_does_not_break_a_download_under_way(
+    client: TestClient, big_file: Path, unicode_file: Path, change: str, what: str
+) -> None:
+    upload(client, big_file, name="big")
+    if what == "raw array":
+        url, expected = "/stores/big/arrays/bytes", arrays_of(big_file)["bytes"].tobytes()
+    elif what == "json array":
+        url, expected = "/stores/big/arrays/ints?format=json", b""
+    else:
+        url, expected = "/stores/big/file", big_file.read_bytes()
+    with client.stream("GET", url) as answer:
+        assert answer.status_code == 200
+        pieces = answer.iter_raw()
+        received = [next(pieces)]
+        assert CHANGES[change](client, unicode_file).status_code in (200, 204)
+        after = client.get("/stores/big/arrays/bytes")
+        assert after.status_code == 404, "the change is visible at once"
+        received += list(pieces)
+    body = b"".join(received)
+    if what == "json array":
+        values: Any = httpx.Response(200, content=body).json()["data"]
+        assert values == arrays_of(big_file)["ints"].tolist()
+    else:
+        assert len(body) == len(expected)
+        assert body == expected
+
+
+# --- health -----------------------------------------------------------------------
+
+
+def test_healthz_is_ok(client: TestClient) -> None:
+    answer = client.get("/healthz")
+    assert answer.status_code == 200
+    assert answer.json() == {"status": "ok"}
+
+
+def test_healthz_is_503_when_the_data_dir_is_unusable(client: TestClient, data_dir: Path) -> None:
+    shutil.rmtree(data_dir / "tmp")
+    body = error_of(client.get("/healthz"), 503)
+    assert body["error"] == "unhealthy"
+    assert str(data_dir) in body["detail"]
