@@ -1,0 +1,317 @@
+"""The real server: ``python -m app`` in a subprocess, used over HTTP with httpx.
+
+Every server started here is killed when its fixture ends, whatever happened;
+every wait has a timeout, so a server that hangs fails the test instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from ._support import read_json, shared_names
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+MAX_UPLOAD_BYTES = 5_000_000
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+MALFORMED = shared_names("reference/malformed", "*.kas")
+TSKIT = shared_names("tskit", "*.trees")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Server:
+    """One ``python -m app`` process on a data directory, logging to a file."""
+
+    def __init__(self, data_dir: Path, log: Path) -> None:
+        self.data_dir = data_dir
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+        self.client = httpx.Client(timeout=10.0)
+
+    def start(self) -> None:
+        for _attempt in range(3):  # another process may take the free port first
+            port = _free_port()
+            self.client.base_url = httpx.URL(f"http://127.0.0.1:{port}")
+            env = {key: value for key, value in os.environ.items() if "KASTORE_" not in key}
+            env.update(
+                KASTORE_DATA_DIR=str(self.data_dir),
+                KASTORE_PORT=str(port),
+                KASTORE_MAX_UPLOAD_BYTES=str(MAX_UPLOAD_BYTES),
+                KASTORE_LOG_LEVEL="info",
+                PYTHONUNBUFFERED="1",
+            )
+            with self.log.open("ab") as log:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-m", "app"],
+                    cwd=ROOT,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            if self._wait_until_healthy():
+                return
+            if "address already in use" not in self.output().lower():
+                break
+        pytest.fail(f"the server did not start:\n{self.output()}")
+
+    def _wait_until_healthy(self) -> bool:
+        assert self.process is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                return False
+            with contextlib.suppress(httpx.TransportError):
+                if self.client.get("/healthz", timeout=1.0).status_code == 200:
+                    return True
+            time.sleep(0.05)
+        self.kill()
+        return False
+
+    def stop(self, sig: signal.Signals) -> int:
+        """Send ``sig`` and wait for the process to end; return its exit status."""
+        assert self.process is not None
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"the server did not stop within {STOP_TIMEOUT} s of {sig.name}")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=STOP_TIMEOUT)
+
+    def close(self) -> None:
+        self.kill()
+        self.client.close()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server shared by this module's tests; killed at the end whatever happens."""
+    folder = tmp_path_factory.mktemp("e2e")
+    running = Server(folder / "data", folder / "server.log")
+    try:
+        running.start()
+        yield running
+    finally:
+        running.close()
+
+
+@pytest.fixture
+def http(server: Server) -> Iterator[httpx.Client]:
+    """A client of its own per test, so a connection one test broke cannot fail the next."""
+    with httpx.Client(base_url=server.client.base_url, timeout=10.0) as client:
+        yield client
+
+
+def _upload(http: httpx.Client, path: Path, name: str | None = None) -> dict[str, Any]:
+    data = {} if name is None else {"name": name}
+    with path.open("rb") as file:
+        answer = http.post("/stores", files={"file": (path.name, file)}, data=data)
+    assert answer.status_code == 201, answer.text
+    info: dict[str, Any] = answer.json()
+    return info
+
+
+def _names(http: httpx.Client) -> list[str]:
+    return [store["name"] for store in http.get("/stores").json()["stores"]]
+
+
+def _check_tskit_store(http: httpx.Client, name: str, manifest: dict[str, Any]) -> None:
+    """Every array of the store downloads raw with the manifest's dtype, length and sha256."""
+    listing = http.get(f"/stores/{name}/keys").json()["keys"]
+    assert {entry["key"] for entry in listing} == set(manifest)
+    for entry in listing:
+        expected = manifest[entry["key"]]
+        answer = http.get(entry["url"])
+        assert answer.status_code == 200, answer.text
+        assert hashlib.sha256(answer.content).hexdigest() == expected["sha256"], entry["key"]
+        assert answer.headers["x-kastore-dtype"] == expected["dtype"]
+        assert answer.headers["x-kastore-length"] == str(expected["length"])
+        assert (entry["dtype"], entry["length"]) == (expected["dtype"], expected["length"])
+
+
+@pytest.mark.parametrize("filename", TSKIT)
+def test_tskit_arrays_download_as_in_the_manifest(
+    http: httpx.Client, testdata: Path, filename: str
+) -> None:
+    path = testdata / "tskit" / filename
+    manifest = read_json(testdata / "tskit" / "manifest.json")[filename]["keys"]
+    info = _upload(http, path)
+    assert info["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert info["num_keys"] == len(manifest)
+    _check_tskit_store(http, info["name"], manifest)
+    whole = http.get(info["file_url"])
+    assert whole.status_code == 200
+    assert whole.content == path.read_bytes()
+
+
+def test_connection_stays_usable_after_a_file_download(http: httpx.Client, testdata: Path) -> None:
+    """Clients reuse connections: the answer after a download must arrive as well."""
+    path = testdata / "tskit" / "single_population.trees"
+    _upload(http, path, name="kept-alive")
+    for _ in range(2):
+        assert http.get("/stores/kept-alive/file").content == path.read_bytes()
+        assert http.get("/stores/kept-alive").status_code == 200
+
+
+def test_unicode_keys_through_every_kind_of_url(http: httpx.Client, testdata: Path) -> None:
+    path = testdata / "written-by-reference" / "unicode_keys.kas"
+    manifest = read_json(testdata / "written-by-reference" / "manifest.json")["unicode_keys"]
+    _upload(http, path, name="unicode")
+    listing = http.get("/stores/unicode/keys").json()["keys"]
+    assert {entry["key"] for entry in listing} == set(manifest["keys"])
+    for entry in listing:
+        key = entry["key"]
+        for url in [
+            entry["url"],
+            "/stores/unicode/arrays/" + quote(key, safe=""),
+            "/stores/unicode/arrays/" + quote(key, safe="/"),
+        ]:
+            answer = http.get(url)
+            assert answer.status_code == 200, (key, url, answer.text)
+            digest = hashlib.sha256(answer.content).hexdigest()
+            assert digest == manifest["keys"][key]["sha256"], (key, url)
+
+
+@pytest.mark.parametrize("filename", MALFORMED)
+def test_malformed_file_is_refused(http: httpx.Client, testdata: Path, filename: str) -> None:
+    path = testdata / "reference" / "malformed" / filename
+    with path.open("rb") as file:
+        answer = http.post("/stores", files={"file": (filename, file)}, data={"name": "broken"})
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"] == "invalid_kastore_file"
+    assert "broken" not in _names(http)
+    assert http.get("/stores/broken").status_code == 404
+
+
+def _chunks(size: int, piece: int = 256 * 1024) -> Iterator[bytes]:
+    for start in range(0, size, piece):
+        yield b"\0" * min(piece, size - start)
+
+
+@pytest.mark.parametrize(
+    "how", ["put with length", "put chunked", "post with length", "post chunked"]
+)
+def test_oversized_upload_is_413(http: httpx.Client, server: Server, how: str) -> None:
+    size = MAX_UPLOAD_BYTES + 1_000_000
+    if how == "put with length":
+        answer = http.put("/stores/huge", content=b"\0" * size)
+    elif how == "put chunked":
+        answer = http.put("/stores/huge", content=_chunks(size))
+    else:
+        boundary = "e2eboundary"
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="huge.kas"\r\n\r\n'
+        ).encode()
+        tail = f"\r\n--{boundary}--\r\n".encode()
+        body: Any = (
+            head + b"\0" * size + tail
+            if how == "post with length"
+            else iter([head, *_chunks(size), tail])
+        )
+        answer = http.post(
+            "/stores",
+            content=body,
+            headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+        )
+    assert answer.status_code == 413, answer.text
+    assert str(MAX_UPLOAD_BYTES) in answer.json()["detail"]
+    assert "huge" not in _names(http)
+    assert list((server.data_dir / "tmp").iterdir()) == []
+    assert http.get("/healthz").status_code == 200
+
+
+def test_delete_makes_everything_404(http: httpx.Client, testdata: Path) -> None:
+    info = _upload(http, testdata / "tskit" / "single_population.trees", name="doomed")
+    assert http.delete("/stores/doomed").status_code == 204
+    array_url = f"{info['url']}/arrays/edges/left"
+    for url in [info["url"], info["keys_url"], info["file_url"], array_url]:
+        answer = http.get(url)
+        assert answer.status_code == 404, url
+        assert "'doomed'" in answer.json()["detail"]
+    assert "doomed" not in _names(http)
+
+
+def test_docs_are_served(http: httpx.Client) -> None:
+    for page in ["/docs", "/redoc", "/openapi.json"]:
+        assert http.get(page).status_code == 200, page
+
+
+def test_server_logged_no_errors(server: Server) -> None:
+    """Runs last in this module: nothing above made the server log an error."""
+    log = server.output()
+    assert "Traceback" not in log, log
+    assert "ERROR" not in log, log
+
+
+# --- restarts ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[list[Server]]:
+    """Servers a test starts, all on ``tmp_path/data``; every one is killed at the end."""
+    started: list[Server] = []
+    try:
+        yield started
+    finally:
+        for running in started:
+            running.close()
+
+
+def _start(servers: list[Server], tmp_path: Path) -> Server:
+    running = Server(tmp_path / "data", tmp_path / f"server-{len(servers)}.log")
+    servers.append(running)
+    running.start()
+    return running
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda sig: sig.name)
+def test_restart_keeps_the_stores(
+    servers: list[Server], tmp_path: Path, testdata: Path, sig: signal.Signals
+) -> None:
+    manifest = read_json(testdata / "tskit" / "manifest.json")
+    first = _start(servers, tmp_path)
+    infos = [_upload(first.client, path) for path in sorted((testdata / "tskit").glob("*.trees"))]
+    _upload(first.client, testdata / "written-by-reference" / "unicode_keys.kas", name="gone")
+    assert first.client.delete("/stores/gone").status_code == 204
+
+    status = first.stop(sig)
+    assert status in (0, -sig), first.output()
+    assert "Application shutdown complete" in first.output()
+
+    second = _start(servers, tmp_path)
+    assert second.client.get("/stores").json()["stores"] == infos
+    for info in infos:
+        _check_tskit_store(second.client, info["name"], manifest[f"{info['name']}.trees"]["keys"])
+    assert second.client.get("/stores/gone").status_code == 404
+    assert list((tmp_path / "data" / "tmp").iterdir()) == []
