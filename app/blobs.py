@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import AsyncIterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +41,10 @@ class BlobDir:
         self.root.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
         for leftover in self.tmp.iterdir():
-            leftover.unlink(missing_ok=True)
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink(missing_ok=True)
 
     def path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / f"{sha256}.kas"

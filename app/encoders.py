@@ -9,7 +9,6 @@ from urllib.parse import quote
 
 import numpy as np
 import orjson
-from starlette.background import BackgroundTask
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -37,12 +36,11 @@ class BufferResponse(Response):
         *,
         headers: dict[str, str],
         media_type: str = "application/octet-stream",
-        background: BackgroundTask | None = None,
     ) -> None:
         self.buffer = buffer
         self.status_code = 200
         self.media_type = media_type
-        self.background = background
+        self.background = None
         self.init_headers({**headers, "content-length": str(buffer.nbytes)})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -55,20 +53,16 @@ class BufferResponse(Response):
                 piece = view[start : start + RAW_PIECE_BYTES]
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-        if self.background is not None:
-            await self.background()
 
 
 def mapped_file_response(fd: int, *, headers: dict[str, str]) -> BufferResponse:
-    """Serve a whole open file from a memory map; the map is closed when the answer ends."""
-    mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-    view = memoryview(mapped)
+    """Serve a whole open file from a memory map.
 
-    def release() -> None:
-        view.release()
-        mapped.close()
-
-    return BufferResponse(view, headers=headers, background=BackgroundTask(release))
+    The map is not closed by hand: the server may still hold pieces of it in
+    its write buffers after the last ``send``. It goes when the last of them does.
+    """
+    view = memoryview(mmap.mmap(fd, 0, access=mmap.ACCESS_READ))
+    return BufferResponse(view, headers=headers)
 
 
 def attachment(filename: str) -> str:

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-__all__ = ["ErrorAnswer", "Health", "KeyEntry", "KeyList", "StoreInfo", "StoreList"]
+__all__ = [
+    "INVALID_REQUEST",
+    "ArrayData",
+    "ErrorAnswer",
+    "Health",
+    "KeyEntry",
+    "KeyList",
+    "StoreInfo",
+    "StoreList",
+]
 
 
 class StoreInfo(BaseModel):
@@ -54,6 +63,15 @@ class KeyList(BaseModel):
     keys: list[KeyEntry]
 
 
+class ArrayData(BaseModel):
+    """An array as JSON. NaN and ±infinity are written as null."""
+
+    key: str = Field(examples=["sites/position"])
+    dtype: str = Field(examples=["float64"])
+    length: int = Field(examples=[3])
+    data: list[int | float | None] = Field(examples=[[636.0, 865.0, None]])
+
+
 class Health(BaseModel):
     status: Literal["ok"]
 
@@ -63,3 +81,9 @@ class ErrorAnswer(BaseModel):
 
     error: str = Field(examples=["store_not_found"])
     detail: str = Field(examples=["no store named 'sim'; GET /stores lists the stores there are"])
+
+
+#: Replaces FastAPI's own 422 description: ours is an ``ErrorAnswer`` too.
+INVALID_REQUEST: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorAnswer, "description": "A parameter is invalid."}
+}

@@ -23,10 +23,18 @@ FILE_FIELD = "file"
 _MAX_FIELD_BYTES = 1024
 
 
+#: What a multipart form may add around its file: boundaries, part headers, a name.
+_FORM_OVERHEAD = 64 * 1024
+
+
 def check_declared_size(request: Request, limit: int) -> None:
-    """Refuse at once a body whose ``Content-Length`` is over ``limit``."""
+    """Refuse at once a body whose ``Content-Length`` cannot fit under ``limit``.
+
+    The exact limit on the file's bytes is enforced while they arrive.
+    """
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    allowed = limit + _FORM_OVERHEAD if is_multipart(request) else limit
+    if declared is not None and declared.isdigit() and int(declared) > allowed:
         raise UploadTooLargeError(limit)
 
 
@@ -130,11 +138,16 @@ class MultipartUpload:
     def _on_headers_finished(self) -> None:
         _, options = parse_options_header(self._headers.get(b"content-disposition"))
         self._part = options.get(b"name", b"").decode("utf-8", "replace")
+        filename = options.get(b"filename")
+        if self._part != FILE_FIELD and filename is not None:
+            raise UnsupportedUploadError(
+                f"the file came in form field {self._part!r}, but the form has no "
+                f"{FILE_FIELD!r} field; send it with curl -F {FILE_FIELD}=@PATH"
+            )
         if self._part == FILE_FIELD:
             if self._seen_file:
                 raise UnsupportedUploadError(f"send one {FILE_FIELD!r} field, not several")
             self._seen_file = self._part_is_file = True
-            filename = options.get(b"filename")
             self.filename = None if filename is None else filename.decode("utf-8", "replace")
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:

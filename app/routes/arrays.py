@@ -6,15 +6,25 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Header, Query, Request, Response
+from starlette.convertors import PathConvertor, register_url_convertor
 
 from ..deps import RecordDep, SettingsDep, StorageDep, array_url
 from ..encoders import BufferResponse, attachment, json_response
 from ..errors import JSONTooLargeError
-from ..models import ErrorAnswer, KeyEntry, KeyList
+from ..models import INVALID_REQUEST, ArrayData, ErrorAnswer, KeyEntry, KeyList
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/stores/{name}", tags=["arrays"])
+
+class _AnyPath(PathConvertor):
+    """Like ``path``, but also across line breaks: keys may hold any character."""
+
+    regex = r"[\s\S]*"
+
+
+register_url_convertor("anypath", _AnyPath())
+
+router = APIRouter(prefix="/stores/{name}", tags=["arrays"], responses=INVALID_REQUEST)
 
 
 @router.get(
@@ -56,17 +66,8 @@ async def list_keys(request: Request, record: RecordDep, storage: StorageDep) ->
 _ARRAY_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The array: raw little-endian bytes, or JSON.",
-        "content": {
-            "application/octet-stream": {},
-            "application/json": {
-                "example": {
-                    "key": "nodes/time",
-                    "dtype": "float64",
-                    "length": 3,
-                    "data": [0.0, 1.5, None],
-                }
-            },
-        },
+        "model": ArrayData,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     },
     304: {"description": "The array has not changed since the `If-None-Match` ETag."},
     404: {"model": ErrorAnswer, "description": "No such store or key."},
@@ -75,7 +76,7 @@ _ARRAY_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 @router.get(
-    "/arrays/{key:path}",
+    "/arrays/{key:anypath}",
     summary="Download one array",
     response_class=Response,
     responses=_ARRAY_RESPONSES,
@@ -112,23 +113,32 @@ async def download_array(
     """
     opened = storage.open(record)
     array = opened.array(record.name, key)
-    etag = f'"{record.sha256}-{opened.position[key]}"'
+    wants_json = format == "json" or (
+        format is None and accept is not None and "application/json" in accept
+    )
+    # One strong ETag per representation: stored content never changes.
+    etag = f'"{record.sha256}-{opened.position[key]}{"-json" if wants_json else ""}"'
     headers = {
         "etag": etag,
         "x-kastore-dtype": str(array.dtype),
         "x-kastore-length": str(len(array)),
         "cache-control": "no-cache",
+        "vary": "Accept",
     }
-    if if_none_match is not None and etag in (tag.strip() for tag in if_none_match.split(",")):
+    if if_none_match is not None and etag_matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
-    wants_json = format == "json" or (
-        format is None and accept is not None and "application/json" in accept
-    )
     if wants_json:
         if array.nbytes > settings.max_json_bytes:
             raise JSONTooLargeError(
                 array.nbytes, settings.max_json_bytes, array_url(request, record.name, key)
             )
-        return json_response(key, array, headers=headers | {"vary": "Accept"})
+        return json_response(key, array, headers=headers)
     headers["content-disposition"] = attachment(f"{key.replace('/', '_')}.{array.dtype}.bin")
-    return BufferResponse(array.data.cast("B"), headers=headers | {"vary": "Accept"})
+    return BufferResponse(array.data.cast("B"), headers=headers)
+
+
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    """RFC 9110's weak comparison of an ``If-None-Match`` list with our ETag."""
+    if if_none_match.strip() == "*":
+        return True
+    return any(tag.strip().removeprefix("W/") == etag for tag in if_none_match.split(","))

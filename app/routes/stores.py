@@ -11,12 +11,13 @@ from ..deps import RecordDep, SettingsDep, StorageDep, store_url
 from ..encoders import BufferResponse, attachment, mapped_file_response
 from ..errors import InvalidStoreNameError, UnsupportedUploadError
 from ..index import StoreRecord
-from ..models import ErrorAnswer, StoreInfo, StoreList
+from ..models import INVALID_REQUEST, ErrorAnswer, StoreInfo, StoreList
+from ..storage import check_name
 from ..uploads import MultipartUpload, check_declared_size, is_multipart, raw_body
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/stores", tags=["stores"])
+router = APIRouter(prefix="/stores", tags=["stores"], responses=INVALID_REQUEST)
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorAnswer}}
 _UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -79,13 +80,20 @@ async def upload_store(
     check_declared_size(request, settings.max_upload_bytes)
     form = MultipartUpload(request)
     async with storage.receive(form.pieces(), max_bytes=settings.max_upload_bytes) as upload:
-        name = form.fields.get("name") or form.stem
-        if not name:
-            raise InvalidStoreNameError(
-                "the upload has no file name to name the store after; add -F name=NAME"
-            )
+        name = form.fields["name"] if "name" in form.fields else _name_from_file(form.stem)
         record, _ = await storage.publish(name, upload, replace=False)
     return _created(request, response, record)
+
+
+def _name_from_file(stem: str | None) -> str:
+    """The store name a file gives when the form names none."""
+    hint = "name the store with -F name=NAME"
+    if not stem:
+        raise InvalidStoreNameError(f"the upload has no file name to take a name from; {hint}")
+    try:
+        return check_name(stem)
+    except InvalidStoreNameError as err:
+        raise InvalidStoreNameError(f"{err.detail} (taken from the file name); {hint}") from None
 
 
 @router.put(
