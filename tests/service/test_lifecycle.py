@@ -55,6 +55,8 @@ def test_start_removes_uploads_left_in_tmp(data_dir: Path, tskit_file: Path) -> 
         upload(client, tskit_file, name="sim")
     (data_dir / "tmp" / "tmpab12cd.upload").write_bytes(tskit_file.read_bytes()[:1000])
     (data_dir / "tmp" / "tmpef34gh.upload").write_bytes(b"")
+    (data_dir / "tmp" / "stray" / "deeper").mkdir(parents=True)
+    (data_dir / "tmp" / "stray" / "deeper" / "x").write_bytes(b"x")
     with _restart(data_dir) as client:
         assert list((data_dir / "tmp").iterdir()) == []
         assert stored_names(client) == ["sim"]

@@ -164,6 +164,29 @@ def test_post_with_an_invalid_name_is_422_with_the_rule(
     assert leftovers(data_dir) == []
 
 
+def test_post_with_an_empty_name_field_is_422(
+    client: TestClient, data_dir: Path, tskit_file: Path
+) -> None:
+    """An explicit but empty name is a mistake, not a request for the file's name."""
+    answer = client.post(
+        "/stores", files={"file": ("sim.trees", tskit_file.read_bytes())}, data={"name": ""}
+    )
+    assert error_of(answer, 422)["error"] == "invalid_store_name"
+    assert stored_names(client) == []
+    assert leftovers(data_dir) == []
+
+
+def test_post_of_a_file_whose_name_is_not_a_store_name_says_to_add_one(
+    client: TestClient, data_dir: Path, tskit_file: Path
+) -> None:
+    answer = client.post("/stores", files={"file": ("été 1.trees", tskit_file.read_bytes())})
+    body = error_of(answer, 422)
+    assert "'été 1'" in body["detail"]
+    assert "-F name=NAME" in body["detail"]
+    assert stored_names(client) == []
+    assert leftovers(data_dir) == []
+
+
 @pytest.mark.parametrize("name", ["a", "A.b_c-1", "0" * 128, "sim.trees"])
 def test_post_accepts_every_valid_name(client: TestClient, tskit_file: Path, name: str) -> None:
     info = upload(client, tskit_file, name=name)
