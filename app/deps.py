@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, NamedTuple
 from urllib.parse import quote
 
 from fastapi import Depends, Path, Request
 
 from .config import Settings
 from .index import StoreRecord
-from .storage import Storage
+from .storage import OpenStore, Storage
 
 __all__ = [
+    "Opened",
+    "OpenedDep",
     "RecordDep",
     "SettingsDep",
     "StorageDep",
     "array_url",
+    "get_opened",
     "get_record",
     "get_settings",
     "get_storage",
@@ -23,13 +26,17 @@ __all__ = [
 ]
 
 
-def get_settings(request: Request) -> Settings:
+# The dependencies are ``async``: FastAPI runs plain functions in its thread
+# pool, which costs more than these lookups themselves.
+
+
+async def get_settings(request: Request) -> Settings:
     """The settings the app was created with."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_storage(request: Request) -> Storage:
+async def get_storage(request: Request) -> Storage:
     storage: Storage = request.app.state.storage
     return storage
 
@@ -38,7 +45,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 
 
-def get_record(
+async def get_record(
     storage: StorageDep, name: Annotated[str, Path(description="The store's name.")]
 ) -> StoreRecord:
     """The named store, or a 404 naming it."""
@@ -46,6 +53,27 @@ def get_record(
 
 
 RecordDep = Annotated[StoreRecord, Depends(get_record)]
+
+
+class Opened(NamedTuple):
+    record: StoreRecord
+    store: OpenStore
+
+
+async def get_opened(
+    request: Request, name: Annotated[str, Path(description="The store's name.")]
+) -> Opened:
+    """The named store, parsed and mapped, or a 404 naming it.
+
+    One flat dependency: the key and array routes are the hot ones, and each
+    nested dependency costs FastAPI more than the lookup itself.
+    """
+    storage: Storage = request.app.state.storage
+    record = storage.get(name)
+    return Opened(record, storage.open(record))
+
+
+OpenedDep = Annotated[Opened, Depends(get_opened)]
 
 
 def store_url(request: Request, name: str) -> str:

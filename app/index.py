@@ -7,6 +7,7 @@ index as it was before or after it, never between.
 from __future__ import annotations
 
 import sqlite3
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,10 +46,14 @@ class StoreRecord:
 class Index:
     """Names to store records, kept in ``index.sqlite3``.
 
-    Used from the event loop's thread only; each query takes microseconds.
+    Used from the event loop's thread only, by the one process that owns the
+    data directory; so the records looked up most recently can be kept in
+    memory, and every change made here updates them.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, cached: int = 4096) -> None:
+        self._cache: OrderedDict[str, StoreRecord] = OrderedDict()
+        self._cached = cached
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -58,8 +63,21 @@ class Index:
         self._db.close()
 
     def get(self, name: str) -> StoreRecord | None:
+        record = self._cache.get(name)
+        if record is None:
+            record = self._query(name)
+            if record is not None:
+                self._remember(record)
+        return record
+
+    def _query(self, name: str) -> StoreRecord | None:
         row = self._db.execute(f"SELECT {_COLUMNS} FROM stores WHERE name = ?", (name,)).fetchone()
         return None if row is None else StoreRecord._from_row(row)
+
+    def _remember(self, record: StoreRecord) -> None:
+        self._cache[record.name] = record
+        if len(self._cache) > self._cached:
+            self._cache.popitem(last=False)
 
     def page(self, *, offset: int, limit: int) -> list[StoreRecord]:
         rows = self._db.execute(
@@ -83,22 +101,24 @@ class Index:
         record = StoreRecord(name, sha256, size, num_keys, created)
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            old = self.get(name)
+            old = self._query(name)
             if old is not None and not replace:
                 return None, old
             self._db.execute(
                 f"INSERT OR REPLACE INTO stores ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
                 (name, sha256, size, num_keys, created.isoformat()),
             )
+        self._remember(record)
         return record, old
 
     def delete(self, name: str) -> StoreRecord | None:
         """Remove ``name``; return the record it had, or None."""
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            old = self.get(name)
+            old = self._query(name)
             if old is not None:
                 self._db.execute("DELETE FROM stores WHERE name = ?", (name,))
+        self._cache.pop(name, None)
         return old
 
     def references(self, sha256: str) -> bool:

@@ -47,10 +47,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         swagger_ui_parameters={"validatorUrl": None},
+        openapi_tags=[
+            {"name": "stores", "description": "Upload, list, download and delete files."},
+            {"name": "arrays", "description": "The keys of a file, and one array at a time."},
+            {"name": "health", "description": "For load balancers and container runtimes."},
+        ],
     )
     app.state.settings = settings
     install_error_handlers(app)
-    app.include_router(stores.router)
+    # The key and array routes first: they are the ones read most often.
     app.include_router(arrays.router)
+    app.include_router(stores.router)
     app.include_router(health.router)
     return app

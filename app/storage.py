@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import re
 from collections import OrderedDict
@@ -35,6 +36,7 @@ from .index import Index, StoreRecord
 
 __all__ = [
     "NAME_PATTERN",
+    "DataDirInUseError",
     "KeyInfo",
     "OpenStore",
     "Storage",
@@ -47,6 +49,10 @@ __all__ = [
 #: letter or digit, at most 128 characters. Safe in paths and URLs as they are.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _NAME = re.compile(NAME_PATTERN)
+
+
+class DataDirInUseError(RuntimeError):
+    """Another process serves the same data directory."""
 
 
 def check_name(name: str) -> str:
@@ -107,6 +113,7 @@ class Storage:
         # Publishing and removing blobs must not interleave with index changes.
         self._lock = asyncio.Lock()
         data_dir.mkdir(parents=True, exist_ok=True)
+        self._owner = _claim(data_dir)
         self._blobs.prepare()
         self._index = Index(data_dir / "index.sqlite3")
         self._collect_garbage()
@@ -116,6 +123,7 @@ class Storage:
             opened.store.close()
         self._open.clear()
         self._index.close()
+        os.close(self._owner)
 
     def _collect_garbage(self) -> None:
         """Remove blobs no name points at (left by a crash between two steps)."""
@@ -230,6 +238,20 @@ class Storage:
         if opened is not None:
             opened.store.close()
         self._blobs.remove(sha256)
+
+
+def _claim(data_dir: Path) -> int:
+    """Lock the data directory for this process: its caches assume no other writer."""
+    fd = os.open(data_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DataDirInUseError(
+            f"the data directory {data_dir} is in use by another kastore-service process; "
+            "stop it, or give this one another KASTORE_DATA_DIR"
+        ) from None
+    return fd
 
 
 def _validate(path: Path) -> int:

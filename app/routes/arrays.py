@@ -8,7 +8,7 @@ import orjson
 from fastapi import APIRouter, Header, Query, Request, Response
 from starlette.convertors import PathConvertor, register_url_convertor
 
-from ..deps import RecordDep, SettingsDep, StorageDep, array_url
+from ..deps import OpenedDep, SettingsDep, array_url
 from ..encoders import BufferResponse, attachment, json_response
 from ..errors import JSONTooLargeError
 from ..models import INVALID_REQUEST, ArrayData, ErrorAnswer, KeyEntry, KeyList
@@ -33,14 +33,14 @@ router = APIRouter(prefix="/stores/{name}", tags=["arrays"], responses=INVALID_R
     response_model=KeyList,
     responses={404: {"model": ErrorAnswer}},
 )
-async def list_keys(request: Request, record: RecordDep, storage: StorageDep) -> Response:
+async def list_keys(request: Request, store: OpenedDep) -> Response:
     """Every key with its dtype, length (elements), size (bytes) and download URL, in file order.
 
     ```
     curl http://localhost:8000/stores/sim/keys
     ```
     """
-    opened = storage.open(record)
+    record, opened = store
     # Stored files never change: the answer is built once per name and content.
     cache_key = ("keys", record.name, request.scope.get("root_path", ""))
     body = opened.cache.get(cache_key)
@@ -84,8 +84,7 @@ _ARRAY_RESPONSES: dict[int | str, dict[str, Any]] = {
 async def download_array(
     request: Request,
     key: str,
-    record: RecordDep,
-    storage: StorageDep,
+    store: OpenedDep,
     settings: SettingsDep,
     format: Annotated[
         Literal["raw", "json"] | None,
@@ -111,7 +110,7 @@ async def download_array(
     curl 'http://localhost:8000/stores/sim/arrays/edges%2Fleft?format=json'
     ```
     """
-    opened = storage.open(record)
+    record, opened = store
     array = opened.array(record.name, key)
     wants_json = format == "json" or (
         format is None and accept is not None and "application/json" in accept
