@@ -143,3 +143,16 @@ def test_healthz_is_503_when_the_data_dir_is_unusable(client: TestClient, data_d
     body = error_of(client.get("/healthz"), 503)
     assert body["error"] == "unhealthy"
     assert str(data_dir) in body["detail"]
+
+
+def test_a_second_server_on_the_same_data_dir_is_refused(data_dir: Path) -> None:
+    """Its caches assume one writer: a second process must not serve the directory too."""
+    from app.storage import DataDirInUseError, Storage
+
+    first = Storage(data_dir, fsync=False)
+    try:
+        with pytest.raises(DataDirInUseError, match="in use by another"):
+            Storage(data_dir, fsync=False)
+    finally:
+        first.close()
+    Storage(data_dir, fsync=False).close()  # free again once the first has closed
