@@ -27,6 +27,8 @@ __all__ = ["BlobDir", "TempBlob"]
 
 #: Received pieces are gathered up to this size before one write.
 WRITE_BATCH = 1 << 20
+#: ...or up to this many pieces, well under the system's limit for one writev.
+WRITE_BATCH_PIECES = 256
 
 
 class BlobDir:
@@ -88,11 +90,19 @@ class TempBlob:
     def sha256(self) -> str:
         return self._hash.hexdigest()
 
-    def _write(self, data: bytes) -> None:
-        self._hash.update(data)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view) :]
+    def _write(self, pieces: list[bytes]) -> None:
+        for piece in pieces:
+            self._hash.update(piece)
+        # One system call for the batch, no joined copy of it.
+        views = [memoryview(piece) for piece in pieces]
+        first = 0
+        while first < len(views):
+            written = os.writev(self.fd, views[first:])
+            while first < len(views) and written >= len(views[first]):
+                written -= len(views[first])
+                first += 1
+            if written:
+                views[first] = views[first][written:]
 
     def _sync(self) -> None:
         os.fsync(self.fd)
@@ -109,15 +119,15 @@ class TempBlob:
                 raise OverflowError(limit)
             batch.append(piece)
             batched += len(piece)
-            if batched >= WRITE_BATCH:
+            if batched >= WRITE_BATCH or len(batch) >= WRITE_BATCH_PIECES:
                 if pending is not None:
                     await pending
-                pending = loop.run_in_executor(self._executor, self._write, b"".join(batch))
+                pending = loop.run_in_executor(self._executor, self._write, batch)
                 batch, batched = [], 0
         if pending is not None:
             await pending
         if batch:
-            await loop.run_in_executor(self._executor, self._write, b"".join(batch))
+            await loop.run_in_executor(self._executor, self._write, batch)
 
     async def sync(self) -> None:
         """Flush the file's bytes to the disk."""
