@@ -78,23 +78,27 @@ def _json_head(key: str, array: np.ndarray) -> bytes:
     return head[:-1] + b',"data":['
 
 
-def _json_values(values: np.ndarray) -> bytes:
-    # orjson writes NaN and ±inf as null, which is what the API documents.
-    return orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
+def _json_values(values: np.ndarray) -> memoryview:
+    """The elements as JSON, without the brackets and without copying them out.
+
+    orjson writes NaN and ±inf as null, which is what the API documents.
+    """
+    return memoryview(orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY))[1:-1]
 
 
-def _json_pieces(key: str, array: np.ndarray) -> Iterator[bytes]:
+def _json_pieces(key: str, array: np.ndarray) -> Iterator[bytes | memoryview]:
     yield _json_head(key, array)
     for start in range(0, len(array), JSON_PIECE_ELEMENTS):
-        values = _json_values(array[start : start + JSON_PIECE_ELEMENTS])
-        yield values if start == 0 else b"," + values
+        if start:
+            yield b","
+        yield _json_values(array[start : start + JSON_PIECE_ELEMENTS])
     yield b"]}"
 
 
 def json_response(key: str, array: np.ndarray, *, headers: dict[str, Any]) -> Response:
     """``{"key", "dtype", "length", "data"}``; large arrays are streamed as they are encoded."""
     if len(array) <= JSON_PIECE_ELEMENTS:
-        body = _json_head(key, array) + _json_values(array) + b"]}"
+        body = b"".join((_json_head(key, array), _json_values(array), b"]}"))
         return Response(body, media_type="application/json", headers=headers)
     return StreamingResponse(
         _json_pieces(key, array), media_type="application/json", headers=headers
