@@ -26,6 +26,7 @@ test: $(VENV)/.test-installed
 
 bench: $(VENV)/.test-installed
 	$(BIN)/python benchmarks/codec_bench.py
+	$(BIN)/python benchmarks/service_bench.py
 
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check .
