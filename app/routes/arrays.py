@@ -8,7 +8,7 @@ import orjson
 from fastapi import APIRouter, Header, Query, Request, Response
 from starlette.convertors import PathConvertor, register_url_convertor
 
-from ..deps import OpenedDep, SettingsDep, array_url
+from ..deps import SettingsDep, StoreName, array_url, open_store
 from ..encoders import BufferResponse, attachment, json_response
 from ..errors import JSONTooLargeError
 from ..models import INVALID_REQUEST, ArrayData, ErrorAnswer, KeyEntry, KeyList
@@ -33,14 +33,14 @@ router = APIRouter(prefix="/stores/{name}", tags=["arrays"], responses=INVALID_R
     response_model=KeyList,
     responses={404: {"model": ErrorAnswer}},
 )
-async def list_keys(request: Request, store: OpenedDep) -> Response:
+async def list_keys(request: Request, name: StoreName) -> Response:
     """Every key with its dtype, length (elements), size (bytes) and download URL, in file order.
 
     ```
     curl http://localhost:8000/stores/sim/keys
     ```
     """
-    record, opened = store
+    record, opened = open_store(request, name)
     # Stored files never change: the answer is built once per name and content.
     cache_key = ("keys", record.name, request.scope.get("root_path", ""))
     body = opened.cache.get(cache_key)
@@ -83,8 +83,8 @@ _ARRAY_RESPONSES: dict[int | str, dict[str, Any]] = {
 )
 async def download_array(
     request: Request,
+    name: StoreName,
     key: str,
-    store: OpenedDep,
     settings: SettingsDep,
     format: Annotated[
         Literal["raw", "json"] | None,
@@ -110,7 +110,7 @@ async def download_array(
     curl 'http://localhost:8000/stores/sim/arrays/edges%2Fleft?format=json'
     ```
     """
-    record, opened = store
+    record, opened = open_store(request, name)
     array = opened.array(record.name, key)
     wants_json = format == "json" or (
         format is None and accept is not None and "application/json" in accept
