@@ -105,10 +105,11 @@ class JSONTooLargeError(ServiceError):
     status_code = 413
     code = "json_too_large"
 
-    def __init__(self, size: int, limit: int, raw_url: str) -> None:
+    def __init__(self, size: int, limit: int, *, raw_url: str, max_elements: int) -> None:
         super().__init__(
             f"the array has {size} bytes, more than the {limit} bytes served as JSON "
-            f"(KASTORE_MAX_JSON_BYTES); download it raw instead: GET {raw_url}"
+            f"(KASTORE_MAX_JSON_BYTES); download it raw with GET {raw_url} or ask for "
+            f"at most {max_elements} elements at a time with ?format=json&start=...&stop=..."
         )
 
 

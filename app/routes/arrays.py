@@ -90,6 +90,12 @@ async def download_array(
         Literal["raw", "json"] | None,
         Query(description="`raw` (default) or `json`; overrides the Accept header."),
     ] = None,
+    start: Annotated[
+        int | None, Query(ge=0, description="First element to send (default 0).")
+    ] = None,
+    stop: Annotated[
+        int | None, Query(ge=0, description="Element to stop before (default: the end).")
+    ] = None,
     accept: Annotated[str | None, Header(include_in_schema=False)] = None,
     if_none_match: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Response:
@@ -102,25 +108,39 @@ async def download_array(
     JSON: `{"key", "dtype", "length", "data": [...]}`; NaN and ±inf are
     written as `null`. Arrays larger than `KASTORE_MAX_JSON_BYTES` get 413.
 
+    `start` and `stop` select elements `[start, stop)` of the array (clipped
+    to its length), in either form; `X-Kastore-Length` gives the number of
+    elements sent and `X-Kastore-Total-Length` the array's. `HEAD` gives the
+    headers alone.
+
     Keys may hold any character: percent-encode them (`/` may stay as it is).
     The `url` of each key in the key listing is ready to use.
 
     ```
     curl -o left.bin http://localhost:8000/stores/sim/arrays/edges/left
     curl 'http://localhost:8000/stores/sim/arrays/edges%2Fleft?format=json'
+    curl 'http://localhost:8000/stores/sim/arrays/edges/left?format=json&start=10&stop=20'
     ```
     """
     record, opened = open_store(request, name)
-    array = opened.array(record.name, key)
+    whole = opened.array(record.name, key)
     wants_json = format == "json" or (
         format is None and accept is not None and "application/json" in accept
     )
+    sliced = start is not None or stop is not None
+    array = whole[start:stop] if sliced else whole
     # One strong ETag per representation: stored content never changes.
-    etag = f'"{record.sha256}-{opened.position[key]}{"-json" if wants_json else ""}"'
+    etag = '"{}-{}{}{}"'.format(
+        record.sha256,
+        opened.position[key],
+        f":{start or 0}:{len(whole) if stop is None else stop}" if sliced else "",
+        "-json" if wants_json else "",
+    )
     headers = {
         "etag": etag,
         "x-kastore-dtype": str(array.dtype),
         "x-kastore-length": str(len(array)),
+        "x-kastore-total-length": str(len(whole)),
         "cache-control": "no-cache",
         "vary": "Accept",
     }
@@ -129,11 +149,19 @@ async def download_array(
     if wants_json:
         if array.nbytes > settings.max_json_bytes:
             raise JSONTooLargeError(
-                array.nbytes, settings.max_json_bytes, array_url(request, record.name, key)
+                array.nbytes,
+                settings.max_json_bytes,
+                raw_url=array_url(request, record.name, key),
+                max_elements=settings.max_json_bytes // array.itemsize,
             )
         return json_response(key, array, headers=headers)
     headers["content-disposition"] = attachment(f"{key.replace('/', '_')}.{array.dtype}.bin")
     return BufferResponse(array.data.cast("B"), headers=headers)
+
+
+router.add_api_route(
+    "/arrays/{key:anypath}", download_array, methods=["HEAD"], include_in_schema=False
+)
 
 
 def etag_matches(if_none_match: str, etag: str) -> bool:

@@ -198,6 +198,9 @@ async def download_file(record: RecordDep, storage: StorageDep) -> BufferRespons
         os.close(fd)  # the map keeps its own reference to the file
 
 
+router.add_api_route("/{name}/file", download_file, methods=["HEAD"], include_in_schema=False)
+
+
 @router.delete(
     "/{name}",
     status_code=status.HTTP_204_NO_CONTENT,

@@ -53,7 +53,7 @@ def test_short_writes_are_resumed(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     def short_writev(fd: int, buffers: list[memoryview]) -> int:
         return real_writev(fd, [buffers[0][:1000]])
 
-    monkeypatch.setattr(blobs.os, "writev", short_writev)
+    monkeypatch.setattr(os, "writev", short_writev)
     temp = _write(tmp_path, [65536, 12345])
     assert temp.path.read_bytes() == DATA
 
