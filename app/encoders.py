@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import mmap
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -12,13 +12,14 @@ import orjson
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from .errors import RangeNotSatisfiableError
+
 __all__ = [
     "JSON_PIECE_ELEMENTS",
     "RAW_PIECE_BYTES",
     "BufferResponse",
     "attachment",
     "json_response",
-    "mapped_file_response",
 ]
 
 #: Raw downloads are sent in pieces of this size, straight from the mapped file.
@@ -28,20 +29,36 @@ JSON_PIECE_ELEMENTS = 1 << 16
 
 
 class BufferResponse(Response):
-    """Send a read-only buffer (a mapped array or file) without copying it."""
+    """Send a read-only buffer (a mapped array or file) without copying it.
+
+    Honours a single-part ``Range`` request (206), unless an ``If-Range``
+    names another version than ``headers["etag"]``. The buffer is never
+    released by hand: the server may still hold pieces of it in its write
+    buffers after the last ``send``; it goes when the last of them does.
+    """
 
     def __init__(
         self,
         buffer: memoryview,
         *,
         headers: dict[str, str],
+        request_headers: Mapping[str, str] | None = None,
         media_type: str = "application/octet-stream",
     ) -> None:
-        self.buffer = buffer
-        self.status_code = 200
+        size = buffer.nbytes
+        headers = {**headers, "accept-ranges": "bytes"}
+        span = _requested_span(request_headers or {}, headers.get("etag"), size)
+        if span is None:
+            self.status_code = 200
+            self.buffer = buffer
+        else:
+            first, last = span
+            self.status_code = 206
+            self.buffer = buffer[first : last + 1]
+            headers["content-range"] = f"bytes {first}-{last}/{size}"
         self.media_type = media_type
         self.background = None
-        self.init_headers({**headers, "content-length": str(buffer.nbytes)})
+        self.init_headers({**headers, "content-length": str(self.buffer.nbytes)})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send(
@@ -55,14 +72,38 @@ class BufferResponse(Response):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-def mapped_file_response(fd: int, *, headers: dict[str, str]) -> BufferResponse:
-    """Serve a whole open file from a memory map.
+_BYTE_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
-    The map is not closed by hand: the server may still hold pieces of it in
-    its write buffers after the last ``send``. It goes when the last of them does.
+
+def _requested_span(
+    request_headers: Mapping[str, str], etag: str | None, size: int
+) -> tuple[int, int] | None:
+    """The inclusive byte span a ``Range`` header asks for, or None for the whole.
+
+    As RFC 9110 allows, a header that does not parse, or asks for several
+    ranges, is ignored and the whole representation is sent.
     """
-    view = memoryview(mmap.mmap(fd, 0, access=mmap.ACCESS_READ))
-    return BufferResponse(view, headers=headers)
+    requested = request_headers.get("range")
+    if requested is None:
+        return None
+    if_range = request_headers.get("if-range")
+    if if_range is not None and if_range.strip() != etag:
+        return None
+    match = _BYTE_RANGE.fullmatch(requested.strip())
+    if match is None or match.group(1) == match.group(2) == "":
+        return None
+    first_text, last_text = match.groups()
+    if first_text == "":  # the last N bytes
+        suffix = int(last_text)
+        if suffix == 0 or size == 0:
+            raise RangeNotSatisfiableError(requested, size)
+        return max(size - suffix, 0), size - 1
+    first = int(first_text)
+    if last_text and int(last_text) < first:  # not a valid range: ignored
+        return None
+    if first >= size:
+        raise RangeNotSatisfiableError(requested, size)
+    return first, size - 1 if last_text == "" else min(int(last_text), size - 1)
 
 
 def attachment(filename: str) -> str:

@@ -19,6 +19,7 @@ __all__ = [
     "JSONTooLargeError",
     "KeyNotFoundError",
     "MalformedUploadError",
+    "RangeNotSatisfiableError",
     "ServiceError",
     "StoreExistsError",
     "StoreNotFoundError",
@@ -36,9 +37,10 @@ class ServiceError(Exception):
     status_code: int = 400
     code: str = "bad_request"
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.headers = headers
 
 
 class StoreNotFoundError(ServiceError):
@@ -113,6 +115,18 @@ class JSONTooLargeError(ServiceError):
         )
 
 
+class RangeNotSatisfiableError(ServiceError):
+    status_code = 416
+    code = "range_not_satisfiable"
+
+    def __init__(self, requested: str, size: int) -> None:
+        super().__init__(
+            f"the range {requested!r} starts beyond the {size} bytes there are; "
+            f"ask for bytes 0 to {size - 1}, or leave out the Range header",
+            headers={"content-range": f"bytes */{size}"},
+        )
+
+
 class UnhealthyError(ServiceError):
     status_code = 503
     code = "unhealthy"
@@ -125,7 +139,9 @@ def error_body(code: str, detail: str, **extra: Any) -> dict[str, Any]:
 
 async def _service_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    return JSONResponse(error_body(exc.code, exc.detail), status_code=exc.status_code)
+    return JSONResponse(
+        error_body(exc.code, exc.detail), status_code=exc.status_code, headers=exc.headers
+    )
 
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import mmap
 import os
 import re
 from collections import OrderedDict
@@ -157,12 +158,16 @@ class Storage:
             evicted.store.close()
         return opened
 
-    def open_file(self, record: StoreRecord) -> int:
-        """A read-only descriptor of the store's file; the caller closes it."""
+    def map_file(self, record: StoreRecord) -> memoryview:
+        """The store's whole file, memory-mapped read-only."""
         try:
-            return os.open(self._blobs.path(record.sha256), os.O_RDONLY)
+            fd = os.open(self._blobs.path(record.sha256), os.O_RDONLY)
         except FileNotFoundError:  # deleted since the record was read
             raise StoreNotFoundError(record.name) from None
+        try:
+            return memoryview(mmap.mmap(fd, 0, access=mmap.ACCESS_READ))
+        finally:
+            os.close(fd)  # the map holds the file by itself
 
     def healthy(self) -> bool:
         """Whether the data directory can be written and the index read."""

@@ -156,7 +156,7 @@ async def download_array(
             )
         return json_response(key, array, headers=headers)
     headers["content-disposition"] = attachment(f"{key.replace('/', '_')}.{array.dtype}.bin")
-    return BufferResponse(array.data.cast("B"), headers=headers)
+    return BufferResponse(array.data.cast("B"), headers=headers, request_headers=request.headers)
 
 
 router.add_api_route(

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
 
 from ..deps import RecordDep, SettingsDep, StorageDep, store_url
-from ..encoders import BufferResponse, attachment, mapped_file_response
+from ..encoders import BufferResponse, attachment
 from ..errors import InvalidStoreNameError, UnsupportedUploadError
 from ..index import StoreRecord
 from ..models import INVALID_REQUEST, ErrorAnswer, StoreInfo, StoreList
@@ -178,24 +177,24 @@ async def get_store(request: Request, record: RecordDep) -> StoreInfo:
         **_NOT_FOUND,
     },
 )
-async def download_file(record: RecordDep, storage: StorageDep) -> BufferResponse:
+async def download_file(request: Request, record: RecordDep, storage: StorageDep) -> BufferResponse:
     """The stored file, byte for byte, with its sha256 as the `ETag`.
+
+    `Range` requests are answered (206), so interrupted downloads can resume.
 
     ```
     curl -o sim.trees http://localhost:8000/stores/sim/file
+    curl -C - -o sim.trees http://localhost:8000/stores/sim/file
     ```
     """
-    fd = storage.open_file(record)
-    try:
-        return mapped_file_response(
-            fd,
-            headers={
-                "etag": f'"{record.sha256}"',
-                "content-disposition": attachment(f"{record.name}.kas"),
-            },
-        )
-    finally:
-        os.close(fd)  # the map keeps its own reference to the file
+    return BufferResponse(
+        storage.map_file(record),
+        headers={
+            "etag": f'"{record.sha256}"',
+            "content-disposition": attachment(f"{record.name}.kas"),
+        },
+        request_headers=request.headers,
+    )
 
 
 router.add_api_route("/{name}/file", download_file, methods=["HEAD"], include_in_schema=False)
