@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 __all__ = [
     "InvalidStoreFileError",
@@ -163,8 +164,15 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _client_gone(_: Request, exc: Exception) -> JSONResponse:
+    # Nobody will read this: the client hung up mid-request (an upload, say),
+    # and whatever it had started has been cleaned up. Not a server error.
+    return JSONResponse(error_body("client_disconnected", "the client went away"), 400)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Answer every known error with the JSON error body."""
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

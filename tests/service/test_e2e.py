@@ -251,6 +251,28 @@ def test_oversized_upload_is_413(http: httpx.Client, server: Server, how: str) -
     assert http.get("/healthz").status_code == 200
 
 
+def test_a_client_that_hangs_up_mid_upload_leaves_nothing(
+    http: httpx.Client, server: Server
+) -> None:
+    """A dropped connection is a crash from the upload's point of view: no trace may stay."""
+    before = http.get("/stores").json()["total"]
+    with socket.create_connection((http.base_url.host, http.base_url.port)) as sock:
+        sock.sendall(
+            b"PUT /stores/half HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"
+            + b"\x89KAS"
+            + bytes(100_000)
+        )
+        deadline = time.monotonic() + 5
+        while not list((server.data_dir / "tmp").iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.02)  # the upload has begun once its temporary file exists
+    deadline = time.monotonic() + 10
+    while list((server.data_dir / "tmp").iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list((server.data_dir / "tmp").iterdir()) == []
+    assert http.get("/stores/half").status_code == 404
+    assert http.get("/stores").json()["total"] == before
+
+
 def test_delete_makes_everything_404(http: httpx.Client, testdata: Path) -> None:
     info = _upload(http, testdata / "tskit" / "single_population.trees", name="doomed")
     assert http.delete("/stores/doomed").status_code == 204
