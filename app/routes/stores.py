@@ -118,6 +118,7 @@ async def put_store(
     curl -T sim.trees http://localhost:8000/stores/sim
     ```
     """
+    check_name(name)  # before a byte of the body is read
     check_declared_size(request, settings.max_upload_bytes)
     body = MultipartUpload(request).pieces() if is_multipart(request) else raw_body(request)
     async with storage.receive(body, max_bytes=settings.max_upload_bytes) as upload:
