@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import mmap
+import operator
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -196,6 +197,16 @@ def _decode_keys(block: memoryview, ends: npt.NDArray[np.uint64], key_encoding: 
     return keys
 
 
+def _check_unique(keys: list[str]) -> None:
+    """Refuse a file that holds a key twice."""
+    # Writers store keys sorted, and strictly increasing keys are all distinct:
+    # one pass of comparisons instead of hashing every key.
+    if all(map(operator.lt, keys, itertools.islice(keys, 1, None))):
+        return
+    if len(set(keys)) != len(keys):
+        raise FileFormatError("duplicate keys in file")
+
+
 class Store(Mapping[str, np.ndarray]):
     """A read-only mapping of keys to the arrays of one kastore file.
 
@@ -212,10 +223,16 @@ class Store(Mapping[str, np.ndarray]):
         self._owns_map = owns_map
         self._layout = layout
         self._keys = layout.keys
-        self._index = dict(zip(layout.keys, range(len(layout.keys)), strict=True))
+        _check_unique(layout.keys)
+        # Built on the first lookup: listing the keys of a large store needs no
+        # dict of them, and hashing every key is much of what opening costs.
+        self._index: dict[str, int] | None = None
         self._arrays: dict[str, np.ndarray] = {}
-        if len(self._index) != len(self._keys):
-            raise FileFormatError("duplicate keys in file")
+
+    def _lookup(self) -> dict[str, int]:
+        if self._index is None:
+            self._index = dict(zip(self._keys, range(len(self._keys)), strict=True))
+        return self._index
 
     def _open_buffer(self) -> memoryview:
         if self._buffer is None:
@@ -226,7 +243,7 @@ class Store(Mapping[str, np.ndarray]):
         buffer = self._open_buffer()
         array = self._arrays.get(key)
         if array is None:
-            i = self._index[key]
+            i = self._lookup()[key]
             layout = self._layout
             array = np.frombuffer(
                 buffer,
@@ -247,7 +264,7 @@ class Store(Mapping[str, np.ndarray]):
 
     def __contains__(self, key: object) -> bool:
         self._open_buffer()
-        return key in self._index
+        return key in self._lookup()
 
     def info(self, key: str) -> ArrayInfo:
         """Describe the array stored under ``key`` without reading it.
@@ -257,7 +274,7 @@ class Store(Mapping[str, np.ndarray]):
             StoreClosedError: the store is closed.
         """
         self._open_buffer()
-        i = self._index[key]
+        i = self._lookup()[key]
         dtype = DTYPES[self._layout.types[i]]
         length = int(self._layout.array_lens[i])
         return ArrayInfo(dtype=dtype, shape=(length,), size=length * dtype.itemsize)

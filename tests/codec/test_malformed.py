@@ -148,6 +148,16 @@ def test_duplicate_keys_are_refused(tmp_path: Path, reader: str) -> None:
 
 
 @pytest.mark.parametrize("reader", READERS)
+def test_unsorted_distinct_keys_are_read(tmp_path: Path, reader: str) -> None:
+    """Other writers may not sort the keys: that is no reason to refuse their files."""
+    data = kastore.dumps({"ab": np.array([1], dtype=np.int8), "ba": np.array([2], dtype=np.int8)})
+    store = READERS[reader](_write(tmp_path, _replace_key(data, b"abba", b"baab")))
+    assert list(store) == ["ba", "ab"]
+    assert (store["ba"].tolist(), store["ab"].tolist()) == ([1], [2])
+    assert "ab" in store and "aa" not in store
+
+
+@pytest.mark.parametrize("reader", READERS)
 def test_keys_that_do_not_decode_are_refused(tmp_path: Path, reader: str) -> None:
     data = kastore.dumps({"é": [1]}, key_encoding="latin-1")
     with pytest.raises(kastore.FileFormatError):
