@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import itertools
 import operator
 from collections.abc import Iterator, Mapping
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _files
 from ._format import (
@@ -111,9 +113,9 @@ def _arrays(keys: list[str], values: list[Any]) -> tuple[list[np.ndarray], list[
 def _plan(data: object, key_encoding: str) -> _Plan:
     if not isinstance(data, Mapping):
         raise TypeError(f"data must be a Mapping of str to arrays, not {type(data).__name__}")
-    for key in data:
-        if not isinstance(key, str):
-            raise TypeError(f"keys must be str, got {key!r} of type {type(key).__name__}")
+    if not all(map(isinstance, data, itertools.repeat(str))):
+        key = next(key for key in data if not isinstance(key, str))
+        raise TypeError(f"keys must be str, got {key!r} of type {type(key).__name__}")
     keys = sorted(data)
     n = len(keys)
     if n > MAX_ITEMS:
@@ -121,10 +123,9 @@ def _plan(data: object, key_encoding: str) -> _Plan:
     if n and not keys[0]:
         raise ValueError("keys must not be empty")
 
-    arrays, codes, converted = _arrays(keys, [data[key] for key in keys])
+    arrays, codes, converted = _arrays(keys, list(map(data.__getitem__, keys)))
 
-    encoded = [key.encode(key_encoding) for key in keys]
-    key_lens = np.fromiter(map(len, encoded), dtype=np.uint64, count=n)
+    key_block, key_lens = _encode_keys(keys, key_encoding)
     types = np.array(codes, dtype=np.uint8)
     lengths = np.fromiter(map(len, arrays), dtype=np.uint64, count=n)
     nbytes = lengths * ITEM_SIZES[types]
@@ -152,7 +153,7 @@ def _plan(data: object, key_encoding: str) -> _Plan:
         (
             HEADER.pack(MAGIC, VERSION_MAJOR, VERSION_MINOR, n, file_size),
             descriptors.tobytes(),
-            *encoded,
+            key_block,
             PADDING[first_array - keys_end],
         )
     )
@@ -167,6 +168,23 @@ def _plan(data: object, key_encoding: str) -> _Plan:
         largest=int(nbytes.max()) if n else 0,
         file_size=file_size,
     )
+
+
+#: Codecs that give one byte per character or fail, with no state between
+#: characters: encoding the keys together gives the bytes of each in turn.
+_BYTE_PER_CHARACTER = frozenset({"ascii", "latin-1", "iso8859-1", "utf-8"})
+
+
+def _encode_keys(keys: list[str], key_encoding: str) -> tuple[bytes, npt.NDArray[np.uint64]]:
+    """The keys' bytes, packed, and the length in bytes of each."""
+    n = len(keys)
+    if n and codecs.lookup(key_encoding).name in _BYTE_PER_CHARACTER:
+        text = "".join(keys)
+        block = text.encode(key_encoding)
+        if len(block) == len(text):  # every character took one byte (UTF-8: all ASCII)
+            return block, np.fromiter(map(len, keys), dtype=np.uint64, count=n)
+    encoded = [key.encode(key_encoding) for key in keys]
+    return b"".join(encoded), np.fromiter(map(len, encoded), dtype=np.uint64, count=n)
 
 
 def _is_writable_as_is(array: np.ndarray) -> bool:
