@@ -7,11 +7,9 @@ hide itself by being used on both sides of a check.
 
 from __future__ import annotations
 
-import json
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,10 +33,6 @@ DTYPE_NAMES = (
 )
 
 MAGIC = b"\x89KAS\r\n\x1a\n"
-
-#: Same place as ``tests/conftest.py``'s ``testdata`` fixture, known at collection
-#: time so that every shared file becomes a test case of its own.
-TESTDATA = Path(__file__).resolve().parents[2].parent / "shared" / "testdata"
 
 #: Hypothesis settings for these tests: few examples, no deadline (shared CI
 #: machines are noisy), and ``tmp_path`` is fine to reuse across examples because
@@ -167,19 +161,3 @@ def header_bytes(num_items: int, file_size: int, major: int = 1, minor: int = 0)
 
 
 # --- shared test data -------------------------------------------------------------
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def shared_names(folder: str, suffix: str) -> list[Any]:
-    """Names (without ``suffix``) of the shared files in ``folder``, for parametrize.
-
-    Without the shared folder there is one skipped case, so the report says why.
-    """
-    directory = TESTDATA / folder
-    names = sorted(path.name.removesuffix(suffix) for path in directory.glob(f"*{suffix}"))
-    if not names:
-        return [pytest.param(None, marks=pytest.mark.skip(reason=f"no {directory}"))]
-    return names

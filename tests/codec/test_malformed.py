@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 
 import kastore
 
-from ._support import FAST, HEADER, header_bytes, read_json, shared_names
+from .._testdata import read_json, shared_stems
+from ._support import FAST, HEADER, header_bytes
 
-MALFORMED = shared_names("reference/malformed", ".kas")
+MALFORMED = shared_stems("reference/malformed", ".kas")
 
 
 def _load_path(path: Path) -> kastore.Store:

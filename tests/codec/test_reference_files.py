@@ -11,17 +11,12 @@ import pytest
 
 import kastore
 
-from ._support import (
-    assert_same_bytes,
-    assert_store_equals,
-    check_layout,
-    read_json,
-    shared_names,
-)
+from .._testdata import read_json, shared_stems
+from ._support import assert_same_bytes, assert_store_equals, check_layout
 
-WRITTEN = shared_names("written-by-reference", ".kas")
-V1 = shared_names("reference/v1", ".kas")
-TSKIT = shared_names("tskit", ".trees")
+WRITTEN = shared_stems("written-by-reference", ".kas")
+V1 = shared_stems("reference/v1", ".kas")
+TSKIT = shared_stems("tskit", ".trees")
 
 
 def _sha256(array: np.ndarray) -> str:

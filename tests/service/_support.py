@@ -12,7 +12,6 @@ path twice (starlette#2587), so ``/arrays/a%2520b`` would reach the app as
 from __future__ import annotations
 
 import hashlib
-import json
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,11 +19,12 @@ from typing import Any
 
 import httpx
 import numpy as np
-import pytest
 from starlette.exceptions import StarletteDeprecationWarning
 
 import kastore
 from app.config import Settings
+
+from .._testdata import TESTDATA, read_json, shared_files
 
 with warnings.catch_warnings():
     warnings.filterwarnings(
@@ -47,17 +47,13 @@ __all__ = [
     "read_json",
     "service_settings",
     "sha256",
-    "shared_names",
+    "shared_files",
     "stored_names",
     "test_client",
     "upload",
     "write_big",
     "write_tricky",
 ]
-
-#: Same place as ``tests/conftest.py``'s ``testdata`` fixture, known at collection
-#: time so that every shared file becomes a test case of its own.
-TESTDATA = Path(__file__).resolve().parents[2].parent / "shared" / "testdata"
 
 #: The rule every invalid store name is answered with.
 NAME_RULE = "1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -81,19 +77,6 @@ def test_client(app: Any) -> TestClient:
 
 
 test_client.__test__ = False  # type: ignore[attr-defined]
-
-
-def shared_names(folder: str, pattern: str) -> list[Any]:
-    """File names in a shared folder, for parametrize; one skipped case without it."""
-    directory = TESTDATA / folder
-    names = sorted(path.name for path in directory.glob(pattern))
-    if not names:
-        return [pytest.param(None, marks=pytest.mark.skip(reason=f"no {directory}"))]
-    return names
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def service_settings(data_dir: Path, **overrides: Any) -> Settings:

@@ -22,7 +22,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from ._support import read_json, shared_names
+from ._support import read_json, shared_files
 
 pytestmark = pytest.mark.e2e
 
@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 MAX_UPLOAD_BYTES = 5_000_000
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
-MALFORMED = shared_names("reference/malformed", "*.kas")
-TSKIT = shared_names("tskit", "*.trees")
+MALFORMED = shared_files("reference/malformed", ".kas")
+TSKIT = shared_files("tskit", ".trees")
 
 
 def _free_port() -> int:
@@ -323,7 +323,7 @@ def test_restart_keeps_the_stores(
 ) -> None:
     manifest = read_json(testdata / "tskit" / "manifest.json")
     first = _start(servers, tmp_path)
-    infos = [_upload(first.client, path) for path in sorted((testdata / "tskit").glob("*.trees"))]
+    infos = [_upload(first.client, path) for path in sorted((testdata / "tskit").glob(".trees"))]
     _upload(first.client, testdata / "written-by-reference" / "unicode_keys.kas", name="gone")
     assert first.client.delete("/stores/gone").status_code == 204
 

@@ -18,12 +18,12 @@ from ._support import (
     error_of,
     read_json,
     sha256,
-    shared_names,
+    shared_files,
     upload,
 )
 
-WRITTEN = shared_names("written-by-reference", "*.kas")
-TSKIT = shared_names("tskit", "*.trees")
+WRITTEN = shared_files("written-by-reference", ".kas")
+TSKIT = shared_files("tskit", ".trees")
 
 
 def _json_values(array: np.ndarray) -> list[Any]:
@@ -432,7 +432,7 @@ def test_delete_then_everything_of_the_store_is_404(
         assert error_of(client.get(path), 404)["error"] == "store_not_found", path
     assert error_of(client.delete("/stores/single_population"), 404)["error"] == "store_not_found"
     assert client.get("/stores").json()["total"] == 0
-    assert not list((data_dir / "blobs").rglob("*.kas")), "the file is removed from disk"
+    assert not list((data_dir / "blobs").rglob(".kas")), "the file is removed from disk"
 
 
 def test_delete_leaves_other_stores(

@@ -19,12 +19,12 @@ from ._support import (
     multipart_body,
     multipart_type,
     read_json,
-    shared_names,
+    shared_files,
     stored_names,
     upload,
 )
 
-MALFORMED = [name for name in shared_names("reference/malformed", "*.kas")]
+MALFORMED = [name for name in shared_files("reference/malformed", ".kas")]
 
 
 def _chunked(data: bytes, piece: int = 64 * 1024) -> Iterator[bytes]:
