@@ -215,8 +215,7 @@ class Storage:
         check_name(name)
         temp = upload.temp
         async with self._lock:
-            if not replace and self._index.get(name) is not None:
-                raise StoreExistsError(name)
+            # The index decides, in one transaction, whether the name is free.
             self._blobs.publish(temp)
             new, old = self._index.put(
                 name, temp.sha256, temp.size, upload.num_keys, replace=replace
