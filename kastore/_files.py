@@ -8,10 +8,13 @@ memory-map (``MappableFile``) or a stream they read from (``Stream``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import mmap
 import os
+import select
 import stat
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, TypeAlias, TypeGuard
@@ -141,9 +144,17 @@ def _from_file_object(fh: Any, *, read_all: bool) -> Source:
 
 @contextlib.contextmanager
 def open_sink(file: object) -> Iterator[BinaryIO | Any]:
-    """Yield an object with ``write()`` for ``file``; close only what we opened."""
+    """Yield an object with ``write()`` for ``file``; close only what we opened.
+
+    A path to a regular file (or to nothing yet) is written to a temporary file
+    beside it, which replaces the target only once the whole store is written:
+    the old file's bytes stay in place for any map that still reads them (such
+    as the arrays of a store loaded from that same path), and a failed or
+    interrupted write leaves the old file as it was. FIFOs, devices and the
+    like are written in place.
+    """
     if is_path(file):
-        with open(file, "wb") as fh:
+        with _replacing(file) as fh:
             yield fh
     elif isinstance(file, int) and not isinstance(file, bool):
         with open(file, "wb", closefd=False) as fh:
@@ -152,6 +163,85 @@ def open_sink(file: object) -> Iterator[BinaryIO | Any]:
         yield file
     else:
         raise _wrong_type(file, "write")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def _replacing(path: PathArg) -> Iterator[BinaryIO]:
+    """Open ``path`` for writing, through a temporary file where that is safe."""
+    target = os.path.realpath(os.fsdecode(path))  # through symlinks, to the file itself
+    try:
+        st: os.stat_result | None = os.stat(target)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        # A FIFO, a terminal, /dev/stdout, /dev/null: there is nothing to replace.
+        with open(path, "wb") as fh:
+            yield fh
+        return
+    folder, name = os.path.split(target)
+    try:
+        fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    except PermissionError:
+        # The folder is read-only but the file may be writable: in place it is.
+        # (Arrays mapped from this file must not be what is being written.)
+        with open(path, "wb") as fh:
+            yield fh
+        return
+    try:
+        with open(fd, "wb") as fh:
+            yield fh
+        # mkstemp makes the file private; give it what open() would have, or
+        # the mode of the file it replaces.
+        os.chmod(temporary, stat.S_IMODE(st.st_mode) if st else 0o666 & ~_umask())
+        if st is not None and os.geteuid() == 0:
+            with contextlib.suppress(OSError):
+                os.chown(temporary, st.st_uid, st.st_gid)
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def write_all(sink: Any, piece: Any) -> None:
+    """Write every byte of ``piece`` to ``sink``, or raise.
+
+    ``write()`` may take only part of a buffer, and on a non-blocking file it
+    may take none (raw files return ``None``, buffered ones raise
+    ``BlockingIOError`` with the count they took). Wait until the file can take
+    more rather than report bytes as written that were not.
+    """
+    view = memoryview(piece).cast("B")
+    write = sink.write
+    while view:
+        try:
+            written = write(view)
+        except BlockingIOError as err:
+            written = err.characters_written
+            _wait_writable(sink, err)
+        else:
+            if written is None:
+                written = 0
+                _wait_writable(sink, None)
+        if written >= len(view):
+            return
+        view = view[written:]
+
+
+def _wait_writable(sink: Any, err: BlockingIOError | None) -> None:
+    try:
+        fd = sink.fileno()
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        raise err or BlockingIOError(
+            errno.EAGAIN, "the file object is non-blocking and took no bytes"
+        ) from err
+    select.select([], [fd], [])
 
 
 def preallocate(sink: Any, size: int) -> None:

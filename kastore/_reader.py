@@ -358,6 +358,14 @@ def load(
         read_all: read the whole store into memory instead of memory-mapping
             it. Sources that cannot be mapped (pipes, sockets, ``BytesIO``) are
             always read.
+
+    Without ``read_all``, the arrays of a store loaded from a regular file are
+    views of a read-only memory map of it, as with ``numpy.memmap``. ``dump``
+    onto the same path is safe: it replaces the file rather than rewriting it.
+    What is not safe is cutting the file short or rewriting it in place while
+    arrays are in use (another program, or ``open(path, "wb")``): they then read
+    other bytes, or the process dies of SIGBUS. ``read_all=True`` copies the
+    data and has no such tie to the file.
         key_encoding: the encoding of the keys.
         engine: ``"python"``; ``"c"`` raises ``RuntimeError`` in this build.
 

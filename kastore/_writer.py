@@ -232,15 +232,6 @@ def _pieces(plan: _Plan) -> Iterator[Any]:
         yield b"".join(pending)
 
 
-def _write_all(write: Any, piece: Any) -> None:
-    view = memoryview(piece).cast("B")
-    while view:
-        written = write(view)
-        if written is None or written >= len(view):
-            return
-        view = view[written:]
-
-
 def dumps(data: Mapping[str, Any], key_encoding: str = "utf-8") -> bytes:
     """Encode ``data`` in kastore format.
 
@@ -274,6 +265,11 @@ def dump(
         file: a path, an integer file descriptor or a file object with
             ``write()``. Descriptors and file objects are left open, positioned
             after the store. Everything is checked before anything is written.
+            A path to a regular file is written to a temporary file in the same
+            folder, renamed over the target once complete (keeping its mode),
+            so stores loaded from that path keep their data, and a failed or
+            interrupted dump leaves the old file as it was. Symbolic links are
+            followed; FIFOs and devices are written in place.
         key_encoding: the encoding of the keys.
         engine: ``"python"``; ``"c"`` raises ``RuntimeError`` in this build.
 
@@ -292,6 +288,5 @@ def dump(
     with _files.open_sink(file) as sink:
         if plan.file_size >= _PREALLOCATE_BYTES:
             _files.preallocate(sink, plan.file_size)
-        write = sink.write
         for piece in _pieces(plan):
-            _write_all(write, piece)
+            _files.write_all(sink, piece)
