@@ -139,7 +139,9 @@ def stored_names(client: httpx.Client) -> list[str]:
 
 def leftovers(data_dir: Path) -> list[Path]:
     """Files in the data directory's ``tmp/`` and ``blobs/``: a refused upload leaves none."""
-    return sorted(path for folder in ("tmp", "blobs") for path in _files(data_dir / folder))
+    folders = [data_dir / "tmp", data_dir / "blobs"]
+    assert all(folder.is_dir() for folder in folders), f"no tmp/ or blobs/ in {data_dir}"
+    return sorted(path for folder in folders for path in _files(folder))
 
 
 def _files(folder: Path) -> Iterator[Path]:

@@ -94,9 +94,12 @@ def library(
     and ``tricky`` (``TRICKY_KEYS``).
     """
     generated = tmp_path_factory.mktemp("generated")
+    trees = sorted((testdata / "tskit").glob("*.trees"))
+    written = sorted((testdata / "written-by-reference").glob("*.kas"))
+    assert trees and written, f"no .trees or .kas files under {testdata}"
     paths = [
-        *sorted((testdata / "tskit").glob("*.trees")),
-        *sorted((testdata / "written-by-reference").glob("*.kas")),
+        *trees,
+        *written,
         write_big(generated / "big.kas"),
         write_tricky(generated / "tricky.kas"),
     ]

@@ -91,24 +91,32 @@ def _responses(openapi: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]
 def test_every_json_answer_has_a_typed_schema(openapi: dict[str, Any]) -> None:
     """A client generated from the document knows the shape of each JSON answer."""
     untyped = []
+    checked = 0
     for operation, status, response in _responses(openapi):
         content = response.get("content", {})
         if "application/json" not in content:
             continue
+        checked += 1
         schema = _resolve(openapi, content["application/json"].get("schema", {}))
         if schema.get("type") != "object" or not schema.get("properties"):
             untyped.append(f"{operation} {status}")
+    assert checked > 0, "no JSON answer in the document"
     assert untyped == []
 
 
 def test_every_error_answer_is_documented_as_sent(openapi: dict[str, Any]) -> None:
     """Errors are sent as ``{"error", "detail"}``: the document must say so, 422 included."""
     expected = {"$ref": "#/components/schemas/ErrorAnswer"}
-    wrong = [
-        f"{operation} {status}: {response['content']['application/json']['schema']}"
+    errors = [
+        (operation, status, response)
         for operation, status, response in _responses(openapi)
         if status.startswith(("4", "5"))
-        and response["content"]["application/json"]["schema"] != expected
+    ]
+    assert errors, "no error answer in the document"
+    wrong = [
+        f"{operation} {status}: {response['content']['application/json']['schema']}"
+        for operation, status, response in errors
+        if response["content"]["application/json"]["schema"] != expected
     ]
     assert wrong == []
 

@@ -265,6 +265,7 @@ def test_a_client_that_hangs_up_mid_upload_leaves_nothing(
         deadline = time.monotonic() + 5
         while not list((server.data_dir / "tmp").iterdir()) and time.monotonic() < deadline:
             time.sleep(0.02)  # the upload has begun once its temporary file exists
+        assert list((server.data_dir / "tmp").iterdir()), "the upload never began"
     deadline = time.monotonic() + 10
     while list((server.data_dir / "tmp").iterdir()) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -323,7 +324,9 @@ def test_restart_keeps_the_stores(
 ) -> None:
     manifest = read_json(testdata / "tskit" / "manifest.json")
     first = _start(servers, tmp_path)
-    infos = [_upload(first.client, path) for path in sorted((testdata / "tskit").glob(".trees"))]
+    paths = sorted((testdata / "tskit").glob("*.trees"))
+    assert paths, f"no .trees file in {testdata / 'tskit'}"
+    infos = [_upload(first.client, path) for path in paths]
     _upload(first.client, testdata / "written-by-reference" / "unicode_keys.kas", name="gone")
     assert first.client.delete("/stores/gone").status_code == 204
 

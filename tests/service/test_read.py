@@ -419,6 +419,8 @@ def test_file_downloads_byte_for_byte(
 def test_delete_then_everything_of_the_store_is_404(
     client: TestClient, data_dir: Path, tskit_store: dict[str, Any]
 ) -> None:
+    blob = f"{tskit_store['sha256']}.kas"
+    assert [path.name for path in (data_dir / "blobs").rglob("*.kas")] == [blob]
     answer = client.delete("/stores/single_population")
     assert answer.status_code == 204
     assert answer.content == b""
@@ -432,7 +434,7 @@ def test_delete_then_everything_of_the_store_is_404(
         assert error_of(client.get(path), 404)["error"] == "store_not_found", path
     assert error_of(client.delete("/stores/single_population"), 404)["error"] == "store_not_found"
     assert client.get("/stores").json()["total"] == 0
-    assert not list((data_dir / "blobs").rglob(".kas")), "the file is removed from disk"
+    assert not list((data_dir / "blobs").rglob("*.kas")), "the file is removed from disk"
 
 
 def test_delete_leaves_other_stores(
