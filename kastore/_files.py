@@ -94,7 +94,33 @@ class Stream:
         return buf
 
 
-Source: TypeAlias = "MappableFile | Stream"
+@dataclass(frozen=True, slots=True)
+class SeekableFile:
+    """A file that can seek but not be mapped (an HTTP or S3 file object, say).
+
+    It is read in place: the header, descriptors and keys when the store is
+    loaded, then each array when it is first used. Positions are relative to
+    where the store starts, and every read puts the file's position back where
+    it was, so the caller's position is not disturbed.
+    """
+
+    fh: Any
+    offset: int
+    size: int | None
+    """Bytes from ``offset`` to the end of the file, if the file can tell."""
+
+    def read_at(self, position: int, size: int) -> bytes | bytearray:
+        """Read ``size`` bytes at ``position``, or fewer only if the file ends first."""
+        fh = self.fh
+        saved = fh.tell()
+        try:
+            fh.seek(self.offset + position)
+            return Stream(read=fh.read).read_exactly(size)
+        finally:
+            fh.seek(saved)
+
+
+Source: TypeAlias = "MappableFile | SeekableFile | Stream"
 
 
 def _regular_size(fd: int) -> int | None:
@@ -139,7 +165,28 @@ def _from_file_object(fh: Any, *, read_all: bool) -> Source:
                 offset = None
             if offset is not None and 0 <= offset <= size:
                 return MappableFile(fd=fd, offset=offset, size=size, seek=fh.seek)
+        # In-memory buffers gain nothing from reading piece by piece.
+        if not isinstance(fh, io.BytesIO):
+            seekable = _seekable(fh)
+            if seekable is not None:
+                return seekable
     return Stream(read=fh.read)
+
+
+def _seekable(fh: Any) -> SeekableFile | None:
+    try:
+        if not fh.seekable():
+            return None
+        offset = fh.tell()
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+    try:
+        end = fh.seek(0, io.SEEK_END)
+        size = None if end is None else max(0, end - offset)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        size = None
+    fh.seek(offset)
+    return SeekableFile(fh=fh, offset=offset, size=size)
 
 
 @contextlib.contextmanager

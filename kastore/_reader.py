@@ -93,6 +93,8 @@ def _first_mismatch(found: npt.NDArray[np.uint64], expected: npt.NDArray[np.uint
 
 @dataclass(frozen=True, slots=True)
 class _Layout:
+    size: int
+    """The store's size in bytes."""
     keys: list[str]
     types: npt.NDArray[np.uint8]
     array_starts: npt.NDArray[np.uint64]
@@ -174,6 +176,7 @@ def _parse_layout(buffer: memoryview, header: _Header, key_encoding: str) -> _La
     # Copies, not views of the descriptors: a view would pin the buffer, and
     # Store.close() could then never unmap the file.
     return _Layout(
+        size=header.file_size,
         keys=keys,
         types=types.copy(),
         array_starts=array_starts.copy(),
@@ -211,14 +214,21 @@ class Store(Mapping[str, np.ndarray]):
     """A read-only mapping of keys to the arrays of one kastore file.
 
     Arrays are read-only views of the file's bytes (memory-mapped where the
-    source allows), created on first access. They stay valid after ``close()``;
-    the store itself does not.
+    source allows), created on first access; from a file that can seek but not
+    be mapped, each array is read when it is first used. They stay valid after
+    ``close()``; the store itself does not.
     """
 
-    __slots__ = ("_arrays", "_buffer", "_index", "_keys", "_layout", "_owns_map")
+    __slots__ = ("_arrays", "_data", "_index", "_keys", "_layout", "_owns_map")
 
-    def __init__(self, buffer: memoryview, layout: _Layout, *, owns_map: bool = False) -> None:
-        self._buffer: memoryview | None = buffer
+    def __init__(
+        self,
+        data: memoryview | _files.SeekableFile,
+        layout: _Layout,
+        *,
+        owns_map: bool = False,
+    ) -> None:
+        self._data: memoryview | _files.SeekableFile | None = data
         # Only a map that load() made is ours to close; loads() may be given one.
         self._owns_map = owns_map
         self._layout = layout
@@ -234,36 +244,37 @@ class Store(Mapping[str, np.ndarray]):
             self._index = dict(zip(self._keys, range(len(self._keys)), strict=True))
         return self._index
 
-    def _open_buffer(self) -> memoryview:
-        if self._buffer is None:
+    def _open_data(self) -> memoryview | _files.SeekableFile:
+        if self._data is None:
             raise StoreClosedError("the store is closed")
-        return self._buffer
+        return self._data
 
     def __getitem__(self, key: str) -> np.ndarray:
-        buffer = self._open_buffer()
+        data = self._open_data()
         array = self._arrays.get(key)
         if array is None:
             i = self._lookup()[key]
             layout = self._layout
-            array = np.frombuffer(
-                buffer,
-                dtype=DTYPES[layout.types[i]],
-                count=int(layout.array_lens[i]),
-                offset=int(layout.array_starts[i]),
-            )
+            dtype = DTYPES[layout.types[i]]
+            count = int(layout.array_lens[i])
+            start = int(layout.array_starts[i])
+            if isinstance(data, memoryview):
+                array = np.frombuffer(data, dtype=dtype, count=count, offset=start)
+            else:
+                array = np.frombuffer(_read_array(data, start, count * dtype.itemsize), dtype)
             self._arrays[key] = array
         return array
 
     def __iter__(self) -> Iterator[str]:
-        self._open_buffer()
+        self._open_data()
         return iter(self._keys)
 
     def __len__(self) -> int:
-        self._open_buffer()
+        self._open_data()
         return len(self._keys)
 
     def __contains__(self, key: object) -> bool:
-        self._open_buffer()
+        self._open_data()
         return key in self._lookup()
 
     def info(self, key: str) -> ArrayInfo:
@@ -273,7 +284,7 @@ class Store(Mapping[str, np.ndarray]):
             KeyError: no such key.
             StoreClosedError: the store is closed.
         """
-        self._open_buffer()
+        self._open_data()
         i = self._lookup()[key]
         dtype = DTYPES[self._layout.types[i]]
         length = int(self._layout.array_lens[i])
@@ -281,9 +292,9 @@ class Store(Mapping[str, np.ndarray]):
 
     def close(self) -> None:
         """Release the store's hold on its data; arrays handed out stay usable."""
-        buffer, self._buffer = self._buffer, None
+        buffer, self._data = self._data, None
         self._arrays = {}
-        if buffer is None:
+        if not isinstance(buffer, memoryview):
             return
         base = buffer.obj
         try:
@@ -301,7 +312,7 @@ class Store(Mapping[str, np.ndarray]):
         self.close()
 
     def __repr__(self) -> str:
-        if self._buffer is None:
+        if self._data is None:
             return "<kastore.Store (closed)>"
         return f"<kastore.Store with {len(self._keys)} keys>"
 
@@ -386,13 +397,53 @@ def load(
             if available == 0:
                 raise EOFError("no kastore data: the file is empty or at its end")
             store = _store(source.map(), available, key_encoding, exact=exact, owns_map=True)
-            source.seek(source.offset + _store_size(store))
+            source.seek(source.offset + store._layout.size)
             return store
+        if isinstance(source, _files.SeekableFile):
+            return _read_seekable(source, key_encoding)
         return _read_stream(source, key_encoding, exact=exact)
 
 
-def _store_size(store: Store) -> int:
-    return len(store._open_buffer())
+def _read_array(source: _files.SeekableFile, start: int, size: int) -> bytes | bytearray:
+    data = source.read_at(start, size)
+    if len(data) != size:
+        raise FileFormatError(
+            f"truncated file: an array at byte {start} needs {size} bytes, "
+            f"only {len(data)} are there"
+        )
+    return data
+
+
+def _key_bytes(buffer: bytearray, n: int) -> int:
+    """The keys' total length, as the descriptors in ``buffer`` claim it."""
+    # A float sum cannot wrap: a sum past the file size is caught before the
+    # exact (and possibly wrapping) integer sum is trusted.
+    key_lens = np.frombuffer(buffer, ITEM_DESCRIPTOR, n, HEADER_SIZE)["key_len"]
+    if float(key_lens.sum(dtype=np.float64)) > 2.0**62:
+        return 2**62
+    return int(key_lens.sum(dtype=np.uint64))
+
+
+def _read_seekable(source: _files.SeekableFile, key_encoding: str) -> Store:
+    """Read header, descriptors and keys in place; arrays wait until they are used."""
+    head = source.read_at(0, HEADER_SIZE)
+    header = _parse_header(head, len(head) if source.size is None else source.size)
+    if source.size is not None:
+        _check_fits(header, source.size, exact=False)
+    elif header.file_size > HEADER_SIZE:
+        # The file cannot say how long it is: check that its last byte is there.
+        _read_array(source, header.file_size - 1, 1)
+    n = header.num_items
+    buffer = bytearray(head)
+    buffer += _read_array(source, HEADER_SIZE, n * ITEM_DESCRIPTOR_SIZE)
+    key_bytes = _key_bytes(buffer, n)
+    # Keys that cannot fit are left unread: the layout check reports them.
+    if key_bytes <= header.file_size:
+        buffer += _read_array(source, len(buffer), key_bytes)
+    view = memoryview(buffer).toreadonly()
+    layout = _parse_layout(view, header, key_encoding)
+    source.fh.seek(source.offset + header.file_size)
+    return Store(source, layout)
 
 
 def _read_stream(source: _files.Stream, key_encoding: str, *, exact: bool) -> Store:

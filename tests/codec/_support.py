@@ -7,6 +7,7 @@ hide itself by being used on both sides of a check.
 
 from __future__ import annotations
 
+import io
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -57,6 +58,52 @@ dtypes = st.builds(
 arrays = hnp.arrays(dtype=dtypes, shape=st.integers(0, 50))
 
 stores = st.dictionaries(keys, arrays, max_size=8)
+
+
+# --- sources ----------------------------------------------------------------------
+
+
+class SeekableOnly(io.RawIOBase):
+    """A file object that can seek but has no descriptor (like an HTTP or S3 file).
+
+    It counts the bytes handed out, so tests can see what a load really read.
+    ``size_known=False`` makes seeking to the end fail, as for a file object
+    that cannot tell its length.
+    """
+
+    def __init__(self, data: bytes, *, size_known: bool = True) -> None:
+        self._data = data
+        self._position = 0
+        self._size_known = size_known
+        self.bytes_read = 0
+        self.reads = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_END:
+            if not self._size_known:
+                raise io.UnsupportedOperation("the length of this file is unknown")
+            offset += len(self._data)
+        elif whence == io.SEEK_CUR:
+            offset += self._position
+        self._position = offset
+        return offset
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self._data[self._position : self._position + len(buffer)]
+        buffer[: len(chunk)] = chunk
+        self._position += len(chunk)
+        self.bytes_read += len(chunk)
+        self.reads += 1
+        return len(chunk)
 
 
 # --- comparisons ------------------------------------------------------------------

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import kastore
 
 from .._testdata import read_json, shared_stems
-from ._support import FAST, HEADER, header_bytes
+from ._support import FAST, HEADER, SeekableOnly, header_bytes
 
 MALFORMED = shared_stems("reference/malformed", ".kas")
 
@@ -37,6 +37,14 @@ def _load_bytesio(path: Path) -> kastore.Store:
     return kastore.load(io.BytesIO(path.read_bytes()))
 
 
+def _load_seekable(path: Path) -> kastore.Store:
+    return kastore.load(SeekableOnly(path.read_bytes()))
+
+
+def _load_seekable_unknown_size(path: Path) -> kastore.Store:
+    return kastore.load(SeekableOnly(path.read_bytes(), size_known=False))
+
+
 def _loads(path: Path) -> kastore.Store:
     return kastore.loads(path.read_bytes())
 
@@ -46,6 +54,8 @@ READERS: dict[str, Callable[[Path], kastore.Store]] = {
     "read_all": _load_read_all,
     "file-object": _load_file_object,
     "bytesio": _load_bytesio,
+    "seekable": _load_seekable,
+    "seekable-unknown-size": _load_seekable_unknown_size,
     "loads": _loads,
 }
 
@@ -206,6 +216,8 @@ def test_corrupted_bytes_raise_only_kastore_errors(changes: list[tuple[int, int]
     data = _corrupt(FUZZ_BASE, changes)
     _read_everything(lambda: kastore.loads(data))
     _read_everything(lambda: kastore.load(io.BytesIO(data)))
+    _read_everything(lambda: kastore.load(SeekableOnly(data)))
+    _read_everything(lambda: kastore.load(SeekableOnly(data, size_known=False)))
 
 
 #: Offsets of the header's item count and size, and of each descriptor's fields.

@@ -14,6 +14,8 @@ import pytest
 
 import kastore
 
+from ._support import SeekableOnly
+
 DATA: dict[str, np.ndarray] = {
     "b": np.arange(5, dtype=np.uint64),
     "a": np.array([1.5, -2.5], dtype=np.float32),
@@ -32,6 +34,7 @@ SOURCES: dict[str, Callable[[Path], kastore.Store]] = {
     "mmap": lambda path: kastore.load(path),
     "read_all": lambda path: kastore.load(path, read_all=True),
     "bytesio": lambda path: kastore.load(io.BytesIO(path.read_bytes())),
+    "seekable": lambda path: kastore.load(SeekableOnly(path.read_bytes())),
     "loads": lambda path: kastore.loads(path.read_bytes()),
 }
 
