@@ -12,6 +12,7 @@ from .index import StoreRecord
 from .storage import OpenStore, Storage
 
 __all__ = [
+    "MAX_QUERY_INT",
     "Opened",
     "RecordDep",
     "SettingsDep",
@@ -52,6 +53,10 @@ StorageDep = Annotated[Storage, Depends(get_storage)]
 
 
 StoreName = Annotated[str, Path(description="The store's name.")]
+
+#: The largest value of an integer query parameter: the largest signed 64-bit
+#: integer, as far as SQLite's and numpy's indices go.
+MAX_QUERY_INT = 2**63 - 1
 
 
 async def get_record(storage: StorageDep, name: StoreName) -> StoreRecord:

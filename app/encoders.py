@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -11,8 +10,6 @@ import numpy as np
 import orjson
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
-
-from .errors import RangeNotSatisfiableError
 
 __all__ = [
     "JSON_PIECE_ELEMENTS",
@@ -29,12 +26,12 @@ JSON_PIECE_ELEMENTS = 1 << 16
 
 
 class BufferResponse(Response):
-    """Send a read-only buffer (a mapped array or file) without copying it.
+    """Send a read-only buffer (a mapped array or file), or a span of it, without copying it.
 
-    Honours a single-part ``Range`` request (206), unless an ``If-Range``
-    names another version than ``headers["etag"]``. The buffer is never
-    released by hand: the server may still hold pieces of it in its write
-    buffers after the last ``send``; it goes when the last of them does.
+    ``span`` is the inclusive byte span of a 206 answer (see ``conditional``),
+    or None for the whole buffer (200). The buffer is never released by hand:
+    the server may still hold pieces of it in its write buffers after the last
+    ``send``; it goes when the last of them does.
     """
 
     def __init__(
@@ -42,12 +39,11 @@ class BufferResponse(Response):
         buffer: memoryview,
         *,
         headers: dict[str, str],
-        request_headers: Mapping[str, str] | None = None,
+        span: tuple[int, int] | None = None,
         media_type: str = "application/octet-stream",
     ) -> None:
         size = buffer.nbytes
         headers = {**headers, "accept-ranges": "bytes"}
-        span = _requested_span(request_headers or {}, headers.get("etag"), size)
         if span is None:
             self.status_code = 200
             self.buffer = buffer
@@ -70,40 +66,6 @@ class BufferResponse(Response):
                 piece = view[start : start + RAW_PIECE_BYTES]
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-_BYTE_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
-
-
-def _requested_span(
-    request_headers: Mapping[str, str], etag: str | None, size: int
-) -> tuple[int, int] | None:
-    """The inclusive byte span a ``Range`` header asks for, or None for the whole.
-
-    As RFC 9110 allows, a header that does not parse, or asks for several
-    ranges, is ignored and the whole representation is sent.
-    """
-    requested = request_headers.get("range")
-    if requested is None:
-        return None
-    if_range = request_headers.get("if-range")
-    if if_range is not None and if_range.strip() != etag:
-        return None
-    match = _BYTE_RANGE.fullmatch(requested.strip())
-    if match is None or match.group(1) == match.group(2) == "":
-        return None
-    first_text, last_text = match.groups()
-    if first_text == "":  # the last N bytes
-        suffix = int(last_text)
-        if suffix == 0 or size == 0:
-            raise RangeNotSatisfiableError(requested, size)
-        return max(size - suffix, 0), size - 1
-    first = int(first_text)
-    if last_text and int(last_text) < first:  # not a valid range: ignored
-        return None
-    if first >= size:
-        raise RangeNotSatisfiableError(requested, size)
-    return first, size - 1 if last_text == "" else min(int(last_text), size - 1)
 
 
 def attachment(filename: str) -> str:

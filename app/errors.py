@@ -1,47 +1,74 @@
-"""What can go wrong, once: domain errors and how each one reads over HTTP.
+"""What can go wrong, once: every error the service answers, and how it reads over HTTP.
 
-Every error answer is JSON ``{"error": CODE, "detail": MESSAGE}``; the message
-says what was wrong and how to fix it.
+Every error answer is JSON ``{"error": CODE, "detail": MESSAGE}`` (``ErrorAnswer``);
+the message says what was wrong and how to fix it. Each error is a class here
+with its status, its code and an example, and the OpenAPI document's error
+answers are built from those classes (``documented``), so the two cannot drift.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar, Self
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import BaseRoute, Match, Route
 
 __all__ = [
+    "CrossOriginWriteError",
+    "ErrorAnswer",
+    "InvalidRequestError",
     "InvalidStoreFileError",
     "InvalidStoreNameError",
     "JSONTooLargeError",
     "KeyNotFoundError",
     "MalformedUploadError",
+    "MethodNotAllowedError",
+    "NotAcceptableError",
     "RangeNotSatisfiableError",
+    "RouteNotFoundError",
     "ServiceError",
     "StoreExistsError",
     "StoreNotFoundError",
     "UnhealthyError",
     "UnsupportedUploadError",
     "UploadTooLargeError",
+    "documented",
     "error_body",
     "install_error_handlers",
 ]
 
 
-class ServiceError(Exception):
-    """Base of the errors the service answers with a 4xx status."""
+def _shown(header: str, limit: int = 100) -> str:
+    """A header as quoted in a message: its start, if it is long."""
+    return header if len(header) <= limit else f"{header[:limit]}..."
 
-    status_code: int = 400
-    code: str = "bad_request"
+
+class ServiceError(Exception):
+    """Base of the errors the service answers with a JSON error body.
+
+    Subclasses set ``status_code`` and ``code``, and ``example()`` gives one
+    for the API documentation.
+    """
+
+    status_code: ClassVar[int] = 400
+    code: ClassVar[str] = "bad_request"
 
     def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
         self.headers = headers
+
+    @classmethod
+    def example(cls) -> Self:
+        """An instance as a client would see it, for the documentation."""
+        raise NotImplementedError
 
 
 class StoreNotFoundError(ServiceError):
@@ -50,6 +77,10 @@ class StoreNotFoundError(ServiceError):
 
     def __init__(self, name: str) -> None:
         super().__init__(f"no store named {name!r}; GET /stores lists the stores there are")
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls("sim")
 
 
 class KeyNotFoundError(ServiceError):
@@ -60,6 +91,39 @@ class KeyNotFoundError(ServiceError):
         super().__init__(
             f"store {store!r} has no key {key!r}; GET /stores/{store}/keys lists its keys"
         )
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls("sim", "edges/lfet")
+
+
+class RouteNotFoundError(ServiceError):
+    status_code = 404
+    code = "not_found"
+
+    def __init__(self, method: str, path: str, routes: str, docs_url: str) -> None:
+        super().__init__(
+            f"nothing answers {method} {path}; the routes are: {routes}; {docs_url} documents them"
+        )
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls("GET", "/store/sim", "GET, POST /stores; GET /stores/{name}; ...", "/docs")
+
+
+class MethodNotAllowedError(ServiceError):
+    status_code = 405
+    code = "method_not_allowed"
+
+    def __init__(self, method: str, path: str, allowed: list[str]) -> None:
+        super().__init__(
+            f"{method} is not allowed on {path}; it answers {', '.join(allowed)}",
+            headers={"allow": ", ".join(allowed)},
+        )
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls("POST", "/stores/sim", ["GET", "HEAD", "PUT", "DELETE"])
 
 
 class StoreExistsError(ServiceError):
@@ -72,25 +136,93 @@ class StoreExistsError(ServiceError):
             f"or replace it with PUT /stores/{name}"
         )
 
+    @classmethod
+    def example(cls) -> Self:
+        return cls("sim")
+
+
+class InvalidRequestError(ServiceError):
+    """A parameter does not have the documented form."""
+
+    status_code = 422
+    code = "invalid_request"
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls("query.limit: Input should be less than or equal to 1000")
+
 
 class InvalidStoreNameError(ServiceError):
     status_code = 422
     code = "invalid_store_name"
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls(
+            "invalid store name '-sim': use 1 to 128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
 
 
 class InvalidStoreFileError(ServiceError):
     status_code = 422
     code = "invalid_kastore_file"
 
+    @classmethod
+    def example(cls) -> Self:
+        return cls(
+            "not a valid kastore file: truncated file: header gives a size of 1000 bytes, "
+            "only 150 are there"
+        )
+
 
 class MalformedUploadError(ServiceError):
     status_code = 400
     code = "malformed_upload"
 
+    @classmethod
+    def example(cls) -> Self:
+        return cls("malformed multipart body: did not find boundary character")
+
+
+class CrossOriginWriteError(ServiceError):
+    status_code = 403
+    code = "cross_origin_write"
+
+    def __init__(self, origin: str) -> None:
+        super().__init__(
+            f"writes from pages of {origin!r} are refused: it is not this server's origin "
+            "nor one of KASTORE_CORS_ORIGINS; send the request without an Origin header "
+            "(curl does), or add the origin to KASTORE_CORS_ORIGINS"
+        )
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls("http://evil.example")
+
+
+class NotAcceptableError(ServiceError):
+    status_code = 406
+    code = "not_acceptable"
+
+    def __init__(self, accept: str, offered: Iterable[str]) -> None:
+        super().__init__(
+            f"the Accept header {_shown(accept)!r} accepts none of {', '.join(offered)}; "
+            "accept one of them, or choose with ?format=raw or ?format=json"
+        )
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls("application/json;q=0", ["application/octet-stream", "application/json"])
+
 
 class UnsupportedUploadError(ServiceError):
     status_code = 415
     code = "unsupported_upload"
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls("the form has no 'file' field; send the file with curl -F file=@PATH")
 
 
 class UploadTooLargeError(ServiceError):
@@ -102,6 +234,10 @@ class UploadTooLargeError(ServiceError):
             f"the upload is larger than the limit of {limit} bytes "
             "(the server's KASTORE_MAX_UPLOAD_BYTES setting)"
         )
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls(4 << 30)
 
 
 class JSONTooLargeError(ServiceError):
@@ -115,6 +251,12 @@ class JSONTooLargeError(ServiceError):
             f"at most {max_elements} elements at a time with ?format=json&start=...&stop=..."
         )
 
+    @classmethod
+    def example(cls) -> Self:
+        return cls(
+            80_000_000, 64 << 20, raw_url="/stores/sim/arrays/nodes%2Ftime", max_elements=8388608
+        )
+
 
 class RangeNotSatisfiableError(ServiceError):
     status_code = 416
@@ -122,35 +264,156 @@ class RangeNotSatisfiableError(ServiceError):
 
     def __init__(self, requested: str, size: int) -> None:
         super().__init__(
-            f"the range {requested!r} starts beyond the {size} bytes there are; "
+            f"the range {_shown(requested)!r} starts beyond the {size} bytes there are; "
             f"ask for bytes 0 to {size - 1}, or leave out the Range header",
             headers={"content-range": f"bytes */{size}"},
         )
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls("bytes=5000-", 4096)
 
 
 class UnhealthyError(ServiceError):
     status_code = 503
     code = "unhealthy"
 
+    @classmethod
+    def example(cls) -> Self:
+        return cls(
+            "the data directory cannot be written or its index read; check that it exists, "
+            "is writable and has free space (the server's log names it)"
+        )
 
-def error_body(code: str, detail: str, **extra: Any) -> dict[str, Any]:
+
+def _codes() -> str:
+    return ", ".join(
+        f"`{error.code}` ({error.status_code})"
+        for error in sorted(_all_errors(), key=lambda error: (error.status_code, error.code))
+    )
+
+
+def _all_errors() -> list[type[ServiceError]]:
+    found: list[type[ServiceError]] = []
+    pending = [ServiceError]
+    while pending:
+        for sub in pending.pop().__subclasses__():
+            found.append(sub)
+            pending.append(sub)
+    return found
+
+
+class ErrorAnswer(BaseModel):
+    """Every error answer: a machine-readable code and a message saying how to fix it."""
+
+    error: str = Field(description=f"What went wrong: one of {_codes()}.")
+    detail: str = Field(description="What was wrong, and how to fix it.")
+
+
+def error_body(code: str, detail: str) -> dict[str, Any]:
     """The JSON body of every error answer."""
-    return {"error": code, "detail": detail, **extra}
+    return {"error": code, "detail": detail}
+
+
+def documented(
+    *errors: type[ServiceError], descriptions: dict[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` of the ``errors`` a route can answer, one example each.
+
+    Errors sharing a status share its entry; ``descriptions`` replaces the
+    default description (the codes) of a status.
+    """
+    responses: dict[int | str, dict[str, Any]] = {}
+    for error in errors:
+        sample = error.example()
+        entry = responses.setdefault(
+            error.status_code,
+            {"model": ErrorAnswer, "content": {"application/json": {"examples": {}}}},
+        )
+        examples = entry["content"]["application/json"]["examples"]
+        examples[error.code] = {
+            "summary": error.code,
+            "value": error_body(error.code, sample.detail),
+        }
+    for status, entry in responses.items():
+        codes = ", ".join(f"`{code}`" for code in entry["content"]["application/json"]["examples"])
+        entry["description"] = (descriptions or {}).get(int(status), f"Error: {codes}.")
+    return responses
+
+
+# --- handlers ---------------------------------------------------------------------
+
+#: The order methods are listed in, in ``Allow`` and in messages.
+_METHOD_ORDER = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def _ordered(methods: Iterable[str]) -> list[str]:
+    def rank(method: str) -> tuple[int, str]:
+        known = method in _METHOD_ORDER
+        return (_METHOD_ORDER.index(method) if known else len(_METHOD_ORDER), method)
+
+    return sorted(set(methods), key=rank)
+
+
+def _answer(error: ServiceError) -> JSONResponse:
+    return JSONResponse(
+        error_body(error.code, error.detail), status_code=error.status_code, headers=error.headers
+    )
 
 
 async def _service_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    return JSONResponse(
-        error_body(exc.code, exc.detail), status_code=exc.status_code, headers=exc.headers
+    return _answer(exc)
+
+
+def _allowed_methods(routes: Sequence[Route], request: Request) -> list[str]:
+    """Every method some route answers on this path (starlette names only the first route's)."""
+    methods: set[str] = set()
+    scope = {**request.scope, "method": "\0"}  # so that every route of this path matches partly
+    for route in routes:
+        if route.methods and route.matches(scope)[0] is Match.PARTIAL:
+            methods |= route.methods
+    return _ordered(methods)
+
+
+def _route_list(routes: Sequence[BaseRoute]) -> str:
+    """``GET, POST /stores; GET, PUT, DELETE /stores/{name}; ...`` for the documented routes."""
+    by_path: dict[str, set[str]] = {}
+    for route in routes:
+        if isinstance(route, APIRoute) and route.include_in_schema:
+            by_path.setdefault(route.path_format, set()).update(route.methods or ())
+    return "; ".join(
+        f"{', '.join(_ordered(methods))} {path}" for path, methods in sorted(by_path.items())
     )
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return JSONResponse(
-        error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
-    )
+def install_error_handlers(app: FastAPI, *, routes: Sequence[BaseRoute]) -> None:
+    """Answer every known error with the JSON error body.
+
+    ``routes`` are all the app's routes, for 404 and 405 answers to say what
+    there is.
+    """
+    methods_routes = [route for route in routes if isinstance(route, Route)]
+    route_list = _route_list(routes)
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        path, root = request.url.path, request.scope.get("root_path", "")
+        if exc.status_code == 405:
+            allowed = _allowed_methods(methods_routes, request)
+            return _answer(MethodNotAllowedError(request.method, path, allowed))
+        if exc.status_code == 404:
+            return _answer(RouteNotFoundError(request.method, path, route_list, f"{root}/docs"))
+        return JSONResponse(
+            error_body("http_error", str(exc.detail)),
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
+    app.add_exception_handler(ClientDisconnect, _client_gone)
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -158,21 +421,10 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     problems = [
         f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
     ]
-    return JSONResponse(
-        error_body("invalid_request", "; ".join(problems)),
-        status_code=422,
-    )
+    return _answer(InvalidRequestError("; ".join(problems)))
 
 
 async def _client_gone(_: Request, exc: Exception) -> JSONResponse:
     # Nobody will read this: the client hung up mid-request (an upload, say),
     # and whatever it had started has been cleaned up. Not a server error.
     return JSONResponse(error_body("client_disconnected", "the client went away"), 400)
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Answer every known error with the JSON error body."""
-    app.add_exception_handler(ClientDisconnect, _client_gone)
-    app.add_exception_handler(ServiceError, _service_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)

@@ -12,7 +12,7 @@ import kastore
 
 from .config import Settings, get_settings
 from .errors import install_error_handlers
-from .routes import arrays, health, stores
+from .routes import answer_head, arrays, health, stores
 from .storage import Storage
 
 __all__ = ["create_app"]
@@ -54,9 +54,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ],
     )
     app.state.settings = settings
-    install_error_handlers(app)
     # The key and array routes first: they are the ones read most often.
-    app.include_router(arrays.router)
-    app.include_router(stores.router)
-    app.include_router(health.router)
+    routers = [arrays.router, stores.router, health.router]
+    for router in routers:
+        app.include_router(router)
+    answer_head(app.router)  # the documentation pages
+    install_error_handlers(
+        app, routes=[route for router in [*routers, app.router] for route in router.routes]
+    )
     return app

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
 __all__ = [
-    "INVALID_REQUEST",
     "ArrayData",
-    "ErrorAnswer",
     "Health",
     "KeyEntry",
     "KeyList",
@@ -74,16 +72,3 @@ class ArrayData(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"]
-
-
-class ErrorAnswer(BaseModel):
-    """Every 4xx answer: a machine-readable code and a message saying how to fix it."""
-
-    error: str = Field(examples=["store_not_found"])
-    detail: str = Field(examples=["no store named 'sim'; GET /stores lists the stores there are"])
-
-
-#: Replaces FastAPI's own 422 description: ours is an ``ErrorAnswer`` too.
-INVALID_REQUEST: dict[int | str, dict[str, Any]] = {
-    422: {"model": ErrorAnswer, "description": "A parameter is invalid."}
-}

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Header, Query, Request, Response
 from starlette.convertors import PathConvertor, register_url_convertor
 
-from ..deps import SettingsDep, StoreName, array_url, open_store
-from ..encoders import BufferResponse, attachment, json_response
-from ..errors import JSONTooLargeError
-from ..models import INVALID_REQUEST, ArrayData, ErrorAnswer, KeyEntry, KeyList
+from ..conditional import not_modified, raw_answer
+from ..deps import MAX_QUERY_INT, SettingsDep, StoreName, array_url, open_store
+from ..encoders import attachment, json_response
+from ..errors import (
+    InvalidRequestError,
+    JSONTooLargeError,
+    KeyNotFoundError,
+    NotAcceptableError,
+    RangeNotSatisfiableError,
+    StoreNotFoundError,
+    documented,
+)
+from ..formats import Format, choose_format
+from ..models import ArrayData, KeyEntry, KeyList
+from . import answer_head
 
 __all__ = ["router"]
 
@@ -24,14 +35,14 @@ class _AnyPath(PathConvertor):
 
 register_url_convertor("anypath", _AnyPath())
 
-router = APIRouter(prefix="/stores/{name}", tags=["arrays"], responses=INVALID_REQUEST)
+router = APIRouter(prefix="/stores/{name}", tags=["arrays"])
 
 
 @router.get(
     "/keys",
     summary="List the keys of a store",
     response_model=KeyList,
-    responses={404: {"model": ErrorAnswer}},
+    responses=documented(StoreNotFoundError, InvalidRequestError),
 )
 async def list_keys(request: Request, name: StoreName) -> Response:
     """Every key with its dtype, length (elements), size (bytes) and download URL, in file order.
@@ -69,9 +80,19 @@ _ARRAY_RESPONSES: dict[int | str, dict[str, Any]] = {
         "model": ArrayData,
         "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     },
+    206: {
+        "description": "The bytes a `Range` header asked for (raw only), with `Content-Range`.",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    },
     304: {"description": "The array has not changed since the `If-None-Match` ETag."},
-    404: {"model": ErrorAnswer, "description": "No such store or key."},
-    413: {"model": ErrorAnswer, "description": "Too large for JSON; download it raw."},
+    **documented(
+        StoreNotFoundError,
+        KeyNotFoundError,
+        NotAcceptableError,
+        JSONTooLargeError,
+        RangeNotSatisfiableError,
+        InvalidRequestError,
+    ),
 }
 
 
@@ -87,31 +108,38 @@ async def download_array(
     key: str,
     settings: SettingsDep,
     format: Annotated[
-        Literal["raw", "json"] | None,
+        Format | None,
         Query(description="`raw` (default) or `json`; overrides the Accept header."),
     ] = None,
     start: Annotated[
-        int | None, Query(ge=0, description="First element to send (default 0).")
+        int | None,
+        Query(ge=0, le=MAX_QUERY_INT, description="First element to send (default 0)."),
     ] = None,
     stop: Annotated[
-        int | None, Query(ge=0, description="Element to stop before (default: the end).")
+        int | None,
+        Query(ge=0, le=MAX_QUERY_INT, description="Element to stop before (default: the end)."),
     ] = None,
     accept: Annotated[str | None, Header(include_in_schema=False)] = None,
-    if_none_match: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Response:
     """One array, as raw bytes (default) or as JSON (`?format=json` or `Accept: application/json`).
 
     Raw: the little-endian bytes as `application/octet-stream`, with
     `Content-Length`, a strong `ETag`, `X-Kastore-Dtype` and `X-Kastore-Length`
     headers, and a file name. Load it with `numpy.fromfile(path, dtype)`.
+    `If-None-Match` (304), `Range` (206, 416) and `If-Range` are answered.
 
     JSON: `{"key", "dtype", "length", "data": [...]}`; NaN and ±inf are
     written as `null`. Arrays larger than `KASTORE_MAX_JSON_BYTES` get 413.
 
-    `start` and `stop` select elements `[start, stop)` of the array (clipped
-    to its length), in either form; `X-Kastore-Length` gives the number of
-    elements sent and `X-Kastore-Total-Length` the array's. `HEAD` gives the
-    headers alone.
+    `?format=` beats `Accept`; `Accept` is read with its q-values
+    (`application/json;q=0` never gives JSON), and 406 answers an `Accept`
+    that allows neither form.
+
+    `start` and `stop` select elements `[start, stop)` of the array, in either
+    form, and are clipped to its length like a Python slice: a `start` past
+    the end, or a `stop` before `start`, gives an empty array (200), never an
+    error. `X-Kastore-Length` gives the number of elements sent and
+    `X-Kastore-Total-Length` the array's. `HEAD` gives the headers alone.
 
     Keys may hold any character: percent-encode them (`/` may stay as it is).
     The `url` of each key in the key listing is ready to use.
@@ -124,17 +152,20 @@ async def download_array(
     """
     record, opened = open_store(request, name)
     whole = opened.array(record.name, key)
-    wants_json = format == "json" or (
-        format is None and accept is not None and "application/json" in accept
-    )
+    form = choose_format(format, accept)
     sliced = start is not None or stop is not None
-    array = whole[start:stop] if sliced else whole
+    if sliced:
+        first, end, _ = slice(start, stop).indices(len(whole))
+        end = max(first, end)
+        array = whole[first:end]
+    else:
+        array = whole
     # One strong ETag per representation: stored content never changes.
     etag = '"{}-{}{}{}"'.format(
         record.sha256,
         opened.position[key],
-        f":{start or 0}:{len(whole) if stop is None else stop}" if sliced else "",
-        "-json" if wants_json else "",
+        f":{first}:{end}" if sliced else "",
+        "-json" if form == "json" else "",
     )
     headers = {
         "etag": etag,
@@ -144,28 +175,20 @@ async def download_array(
         "cache-control": "no-cache",
         "vary": "Accept",
     }
-    if if_none_match is not None and etag_matches(if_none_match, etag):
-        return Response(status_code=304, headers=headers)
-    if wants_json:
-        if array.nbytes > settings.max_json_bytes:
-            raise JSONTooLargeError(
-                array.nbytes,
-                settings.max_json_bytes,
-                raw_url=array_url(request, record.name, key),
-                max_elements=settings.max_json_bytes // array.itemsize,
-            )
-        return json_response(key, array, headers=headers)
-    headers["content-disposition"] = attachment(f"{key.replace('/', '_')}.{array.dtype}.bin")
-    return BufferResponse(array.data.cast("B"), headers=headers, request_headers=request.headers)
+    if form == "raw":
+        headers["content-disposition"] = attachment(f"{key.replace('/', '_')}.{array.dtype}.bin")
+        return raw_answer(request.headers, array.data.cast("B"), headers=headers)
+    unchanged = not_modified(request.headers, headers)
+    if unchanged is not None:
+        return unchanged
+    if array.nbytes > settings.max_json_bytes:
+        raise JSONTooLargeError(
+            array.nbytes,
+            settings.max_json_bytes,
+            raw_url=array_url(request, record.name, key),
+            max_elements=settings.max_json_bytes // array.itemsize,
+        )
+    return json_response(key, array, headers=headers)
 
 
-router.add_api_route(
-    "/arrays/{key:anypath}", download_array, methods=["HEAD"], include_in_schema=False
-)
-
-
-def etag_matches(if_none_match: str, etag: str) -> bool:
-    """RFC 9110's weak comparison of an ``If-None-Match`` list with our ETag."""
-    if if_none_match.strip() == "*":
-        return True
-    return any(tag.strip().removeprefix("W/") == etag for tag in if_none_match.split(","))
+answer_head(router)

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter
 
 from ..deps import StorageDep
-from ..errors import UnhealthyError
-from ..models import ErrorAnswer, Health
+from ..errors import UnhealthyError, documented
+from ..models import Health
+from . import answer_head
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["health"])
+logger = logging.getLogger(__name__)
 
 
 @router.get(
     "/healthz",
     summary="Health check",
-    responses={503: {"model": ErrorAnswer, "description": "The data directory is not usable."}},
+    responses=documented(UnhealthyError, descriptions={503: "The data directory is not usable."}),
 )
 async def healthz(storage: StorageDep) -> Health:
     """200 when the data directory can be written and the index read; 503 otherwise.
@@ -26,8 +30,16 @@ async def healthz(storage: StorageDep) -> Health:
     ```
     """
     if not storage.healthy():
+        # Where the data lives is the operator's business, not every client's.
+        logger.error(
+            "unhealthy: the data directory %s cannot be written or its index read",
+            storage.data_dir.resolve(),
+        )
         raise UnhealthyError(
-            f"the data directory {storage.data_dir} cannot be written or its index read; "
-            "check that it exists, is writable and has free space"
+            "the data directory cannot be written or its index read; check that it exists, "
+            "is writable and has free space (the server's log names it)"
         )
     return Health(status="ok")
+
+
+answer_head(router)

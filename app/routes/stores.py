@@ -4,27 +4,81 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
-from ..deps import RecordDep, SettingsDep, StorageDep, store_url
-from ..encoders import BufferResponse, attachment
-from ..errors import InvalidStoreNameError, UnsupportedUploadError
+from ..conditional import raw_answer
+from ..deps import MAX_QUERY_INT, RecordDep, SettingsDep, StorageDep, store_url
+from ..encoders import attachment
+from ..errors import (
+    CrossOriginWriteError,
+    InvalidRequestError,
+    InvalidStoreFileError,
+    InvalidStoreNameError,
+    MalformedUploadError,
+    RangeNotSatisfiableError,
+    StoreExistsError,
+    StoreNotFoundError,
+    UnsupportedUploadError,
+    UploadTooLargeError,
+    documented,
+)
 from ..index import StoreRecord
-from ..models import INVALID_REQUEST, ErrorAnswer, StoreInfo, StoreList
-from ..storage import check_name
-from ..uploads import MultipartUpload, check_declared_size, is_multipart, raw_body
+from ..models import StoreInfo, StoreList
+from ..security import check_origin
+from ..storage import NAME_PATTERN, check_name
+from ..uploads import FILE_FIELD, MultipartUpload, check_declared_size, is_multipart, raw_body
+from . import answer_head
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/stores", tags=["stores"], responses=INVALID_REQUEST)
+router = APIRouter(prefix="/stores", tags=["stores"])
 
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorAnswer}}
-_UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorAnswer, "description": "Malformed multipart body."},
-    409: {"model": ErrorAnswer, "description": "The name is taken (POST only)."},
-    413: {"model": ErrorAnswer, "description": "Larger than `KASTORE_MAX_UPLOAD_BYTES`."},
-    415: {"model": ErrorAnswer, "description": "Not a multipart form with a `file` field."},
-    422: {"model": ErrorAnswer, "description": "Not a valid kastore file, or a bad name."},
+#: What every upload can be refused for.
+_UPLOAD_ERRORS = (
+    MalformedUploadError,
+    CrossOriginWriteError,
+    UploadTooLargeError,
+    UnsupportedUploadError,
+    InvalidStoreFileError,
+    InvalidStoreNameError,
+)
+
+_BINARY: dict[str, Any] = {
+    "type": "string",
+    "format": "binary",
+    "contentMediaType": "application/octet-stream",
+}
+
+
+def _form(*, with_name: bool) -> dict[str, Any]:
+    """The multipart form of an upload, as the OpenAPI document describes it."""
+    properties: dict[str, Any] = {
+        FILE_FIELD: {**_BINARY, "description": "The kastore (or tskit `.trees`) file."}
+    }
+    if with_name:
+        properties["name"] = {
+            "type": "string",
+            "pattern": NAME_PATTERN,
+            "description": "The store's name; default: the file's name without its extension.",
+        }
+    return {"type": "object", "required": [FILE_FIELD], "properties": properties}
+
+
+#: Declared by hand: the handlers stream the body instead of letting FastAPI parse it.
+_POST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": _form(with_name=True)}},
+    }
+}
+_PUT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/octet-stream": {"schema": _BINARY},
+            "multipart/form-data": {"schema": _form(with_name=False)},
+        },
+    }
 }
 
 
@@ -52,7 +106,9 @@ def _created(request: Request, response: Response, record: StoreRecord) -> Store
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Upload a file as a new store",
-    responses=_UPLOAD_ERRORS,
+    responses=documented(*_UPLOAD_ERRORS, StoreExistsError),
+    openapi_extra=_POST_BODY,
+    dependencies=[Depends(check_origin)],
 )
 async def upload_store(
     request: Request, response: Response, storage: StorageDep, settings: SettingsDep
@@ -101,8 +157,10 @@ def _name_from_file(stem: str | None) -> str:
     summary="Upload or replace a store",
     responses={
         200: {"model": StoreInfo, "description": "An existing store was replaced."},
-        **_UPLOAD_ERRORS,
+        **documented(*_UPLOAD_ERRORS),
     },
+    openapi_extra=_PUT_BODY,
+    dependencies=[Depends(check_origin)],
 )
 async def put_store(
     name: str, request: Request, response: Response, storage: StorageDep, settings: SettingsDep
@@ -128,11 +186,11 @@ async def put_store(
     return _created(request, response, record)
 
 
-@router.get("", summary="List stores")
+@router.get("", summary="List stores", responses=documented(InvalidRequestError))
 async def list_stores(
     request: Request,
     storage: StorageDep,
-    offset: Annotated[int, Query(ge=0, description="Stores to skip.")] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_QUERY_INT, description="Stores to skip.")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000, description="Stores per page.")] = 100,
 ) -> StoreList:
     """List stores sorted by name, a page at a time (`offset`, `limit`; `next` links on).
@@ -158,7 +216,11 @@ async def list_stores(
     )
 
 
-@router.get("/{name}", summary="Describe a store", responses=_NOT_FOUND)
+@router.get(
+    "/{name}",
+    summary="Describe a store",
+    responses=documented(StoreNotFoundError, InvalidRequestError),
+)
 async def get_store(request: Request, record: RecordDep) -> StoreInfo:
     """Name, size, sha256, number of keys, creation time and URLs of one store.
 
@@ -174,31 +236,34 @@ async def get_store(request: Request, record: RecordDep) -> StoreInfo:
     summary="Download the whole file",
     response_class=Response,
     responses={
-        200: {"content": {"application/octet-stream": {}}, "description": "The stored file."},
-        **_NOT_FOUND,
+        200: {
+            "content": {"application/octet-stream": {"schema": _BINARY}},
+            "description": "The file.",
+        },
+        206: {
+            "content": {"application/octet-stream": {"schema": _BINARY}},
+            "description": "The bytes a `Range` header asked for, with `Content-Range`.",
+        },
+        304: {"description": "The file is the one the `If-None-Match` ETag names."},
+        **documented(StoreNotFoundError, RangeNotSatisfiableError, InvalidRequestError),
     },
 )
-async def download_file(request: Request, record: RecordDep, storage: StorageDep) -> BufferResponse:
+async def download_file(request: Request, record: RecordDep, storage: StorageDep) -> Response:
     """The stored file, byte for byte, with its sha256 as the `ETag`.
 
-    `Range` requests are answered (206), so interrupted downloads can resume.
+    `If-None-Match` (304), `Range` (206, 416) and `If-Range` are answered, so
+    interrupted downloads can resume and unchanged files are not sent again.
 
     ```
     curl -o sim.trees http://localhost:8000/stores/sim/file
     curl -C - -o sim.trees http://localhost:8000/stores/sim/file
     ```
     """
-    return BufferResponse(
-        storage.map_file(record),
-        headers={
-            "etag": f'"{record.sha256}"',
-            "content-disposition": attachment(f"{record.name}.kas"),
-        },
-        request_headers=request.headers,
-    )
-
-
-router.add_api_route("/{name}/file", download_file, methods=["HEAD"], include_in_schema=False)
+    headers = {
+        "etag": f'"{record.sha256}"',
+        "content-disposition": attachment(f"{record.name}.kas"),
+    }
+    return raw_answer(request.headers, storage.map_file(record), headers=headers)
 
 
 @router.delete(
@@ -206,7 +271,8 @@ router.add_api_route("/{name}/file", download_file, methods=["HEAD"], include_in
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a store",
     response_class=Response,
-    responses=_NOT_FOUND,
+    responses=documented(StoreNotFoundError, CrossOriginWriteError, InvalidRequestError),
+    dependencies=[Depends(check_origin)],
 )
 async def delete_store(name: str, storage: StorageDep) -> Response:
     """Delete a store; later reads of it answer 404. Downloads under way finish.
@@ -217,3 +283,6 @@ async def delete_store(name: str, storage: StorageDep) -> Response:
     """
     await storage.delete(name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+answer_head(router)

@@ -158,3 +158,53 @@ def test_documented_json_answers_match_what_is_sent(reader: TestClient, library:
         assert set(sample) == set(schemas[name]["properties"]), name
     invalid = reader.get("/stores?limit=0").json()
     assert set(invalid) == set(schemas["ErrorAnswer"]["properties"])
+
+
+def test_uploads_declare_their_bodies_for_the_browser_docs(openapi: dict[str, Any]) -> None:
+    """Swagger UI offers a file picker only for a declared binary body or form field."""
+    post = openapi["paths"]["/stores"]["post"]["requestBody"]
+    assert post["required"] is True
+    form = _resolve(openapi, post["content"]["multipart/form-data"]["schema"])
+    assert form["required"] == ["file"]
+    assert form["properties"]["file"]["format"] == "binary"
+    assert form["properties"]["name"]["type"] == "string"
+
+    put = openapi["paths"]["/stores/{name}"]["put"]["requestBody"]
+    assert put["required"] is True
+    assert put["content"]["application/octet-stream"]["schema"]["format"] == "binary"
+    put_form = _resolve(openapi, put["content"]["multipart/form-data"]["schema"])
+    assert put_form["properties"]["file"]["format"] == "binary"
+
+
+def test_every_error_status_has_examples_of_its_own_codes(openapi: dict[str, Any]) -> None:
+    """Each documented error status shows examples with that status's codes, and only those."""
+    from app.errors import ServiceError
+
+    status_of: dict[str, int] = {}
+    pending = [ServiceError]
+    while pending:
+        for error in pending.pop().__subclasses__():
+            status_of[error.code] = error.status_code
+            pending.append(error)
+    errors = [item for item in _responses(openapi) if item[1].startswith(("4", "5"))]
+    assert errors
+    seen: dict[str, set[str]] = {}
+    for operation, status, response in errors:
+        examples = response["content"]["application/json"].get("examples", {})
+        assert examples, f"{operation} {status} has no example"
+        for name, example in examples.items():
+            value = example["value"]
+            assert set(value) == {"error", "detail"}
+            assert value["error"] == name
+            assert status_of[name] == int(status), f"{operation} {status}: {name}"
+            seen.setdefault(status, set()).add(name)
+    # Not one example repeated for every status, as it once was.
+    assert seen["409"] == {"store_exists"}
+    assert seen["413"] == {"upload_too_large", "json_too_large"}
+    assert seen["404"] >= {"store_not_found", "key_not_found"}
+
+
+def test_the_error_codes_are_listed_in_the_document(openapi: dict[str, Any]) -> None:
+    described = openapi["components"]["schemas"]["ErrorAnswer"]["properties"]["error"]
+    for code in ["store_not_found", "not_acceptable", "cross_origin_write", "method_not_allowed"]:
+        assert f"`{code}`" in described["description"], code

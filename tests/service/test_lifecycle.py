@@ -138,11 +138,24 @@ def test_healthz_is_ok(client: TestClient) -> None:
     assert answer.json() == {"status": "ok"}
 
 
-def test_healthz_is_503_when_the_data_dir_is_unusable(client: TestClient, data_dir: Path) -> None:
+def test_healthz_is_503_when_the_data_dir_is_unusable(
+    client: TestClient, data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The answer says what to check; only the log says where: clients need not know."""
     shutil.rmtree(data_dir / "tmp")
-    body = error_of(client.get("/healthz"), 503)
+    with caplog.at_level("ERROR"):
+        answer = client.get("/healthz")
+    body = error_of(answer, 503)
     assert body["error"] == "unhealthy"
-    assert str(data_dir) in body["detail"]
+    assert "writable" in body["detail"]
+    assert str(data_dir.parent) not in answer.text
+    assert str(data_dir.resolve()) in caplog.text
+
+
+def test_healthz_answers_head(client: TestClient) -> None:
+    answer = client.head("/healthz")
+    assert answer.status_code == 200
+    assert answer.content == b""
 
 
 def test_a_second_server_on_the_same_data_dir_is_refused(data_dir: Path) -> None:

@@ -82,3 +82,55 @@ def test_a_range_of_an_array_gives_those_bytes(
     assert answer.status_code == 206
     assert answer.content == data[8:24]
     assert answer.headers["content-range"] == f"bytes 8-23/{len(data)}"
+
+
+# --- If-None-Match, on every raw route ------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [FILE, ARRAY, f"{ARRAY}?start=3&stop=9", f"{ARRAY}?format=json"])
+def test_if_none_match_with_the_etag_is_304_without_a_body(
+    reader: TestClient, library: dict[str, Path], path: str
+) -> None:
+    etag = reader.get(path).headers["etag"]
+    for if_none_match in [etag, f'"other", W/{etag}', "*"]:
+        answer = reader.get(path, headers={"if-none-match": if_none_match})
+        assert answer.status_code == 304, if_none_match
+        assert answer.content == b""
+        assert answer.headers["etag"] == etag
+    changed = reader.get(path, headers={"if-none-match": '"other"'})
+    assert changed.status_code == 200
+
+
+def test_if_none_match_comes_before_range(reader: TestClient) -> None:
+    etag = reader.get(FILE).headers["etag"]
+    answer = reader.get(FILE, headers={"if-none-match": etag, "range": "bytes=0-9"})
+    assert answer.status_code == 304
+
+
+# --- numbers longer than any position -------------------------------------------------
+
+LONG = "9" * 5000
+
+
+def test_a_first_byte_thousands_of_digits_long_is_416(reader: TestClient, content: bytes) -> None:
+    answer = reader.get(FILE, headers={"range": f"bytes={LONG}-"})
+    body = error_of(answer, 416)
+    assert answer.headers["content-range"] == f"bytes */{len(content)}"
+    assert len(body["detail"]) < 300, "the header is not echoed whole"
+
+
+@pytest.mark.parametrize(
+    ("header", "expected_status", "first"),
+    [
+        (f"bytes=10-{LONG}", 206, 10),  # the last byte is clipped to the end
+        (f"bytes=-{LONG}", 206, 0),  # a suffix longer than the file is the whole file
+        (f"bytes={'0' * 5000}7-", 206, 7),  # leading zeros are just zeros
+        (f"bytes={LONG}-10", 200, 0),  # last before first: not a range, ignored
+    ],
+)
+def test_long_numbers_in_a_range_read_as_past_the_end(
+    reader: TestClient, content: bytes, header: str, expected_status: int, first: int
+) -> None:
+    answer = reader.get(FILE, headers={"range": header})
+    assert answer.status_code == expected_status
+    assert answer.content == content[first:]

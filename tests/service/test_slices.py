@@ -87,3 +87,37 @@ def test_head_gives_the_headers_of_get_without_a_body(
         assert head.headers.get(header) == got.headers.get(header)
     if "content-length" in got.headers:
         assert head.headers["content-length"] == str(len(got.content))
+
+
+@pytest.mark.parametrize(
+    "params", [{"start": 5000}, {"start": 99_999, "stop": 100_000}, {"start": 7, "stop": 2}]
+)
+def test_a_slice_past_the_end_or_reversed_is_empty_in_both_forms(
+    reader: TestClient, library: dict[str, Path], params: dict[str, int]
+) -> None:
+    """Clipped like a Python slice, never an error; same answer raw and as JSON."""
+    raw = reader.get(URL, params=params)
+    assert (raw.status_code, raw.content) == (200, b"")
+    assert raw.headers["x-kastore-length"] == "0"
+    as_json = reader.get(URL, params={**params, "format": "json"})
+    assert as_json.status_code == 200
+    assert as_json.json()["data"] == []
+    assert as_json.headers["x-kastore-length"] == "0"
+
+
+def test_slices_that_clip_to_the_same_elements_share_an_etag(
+    reader: TestClient, library: dict[str, Path]
+) -> None:
+    def etag(**params: int) -> str:
+        return reader.get(URL, params=params).headers["etag"]
+
+    assert etag(start=10, stop=99_999) == etag(start=10)
+    assert etag(start=5000) == etag(start=99_999, stop=100_000)
+    assert etag(start=7, stop=2) == etag(start=7, stop=7)
+
+
+def test_the_docs_say_how_slices_are_clipped(reader: TestClient) -> None:
+    document = reader.get("/openapi.json").json()
+    description = document["paths"]["/stores/{name}/arrays/{key}"]["get"]["description"]
+    assert "clipped" in description
+    assert "empty array (200)" in description

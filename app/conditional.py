@@ -1,0 +1,100 @@
+"""Conditional and partial requests, once, for every raw route (RFC 9110 §13 and §14).
+
+Every raw answer (an array, a slice of one, a whole file) has a strong ETag:
+stored content never changes, so the ETag names the content and the
+representation. Here, and nowhere else:
+
+- ``If-None-Match`` naming that ETag (or ``*``) gives 304 Not Modified, with
+  the headers of the 200 and no body; it is checked before ``Range``.
+- ``Range: bytes=FIRST-LAST``, ``bytes=FIRST-`` or ``bytes=-SUFFIX`` gives 206
+  with those bytes and ``Content-Range``. A first byte at or past the end gives
+  416 with ``Content-Range: bytes */SIZE``. A header that does not parse, or
+  asks for several ranges, is ignored (the whole answer, 200), as RFC 9110
+  allows. Numbers too long to be a position in any file (more than 18
+  significant digits) read as "past the end": a first byte that far gives 416,
+  a last byte that far is clipped to the end, a suffix that long is the whole.
+- ``If-Range`` with another validator than the ETag (an older ETag, a weak
+  one, or a date) makes the ``Range`` ignored: the client gets the whole of
+  the current version instead of a piece of it spliced onto an older one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from starlette.responses import Response
+
+from .encoders import BufferResponse
+from .errors import RangeNotSatisfiableError
+
+__all__ = ["byte_span", "etag_matches", "not_modified", "raw_answer"]
+
+_BYTE_RANGE = re.compile(r"bytes=(\d*)-(\d*)", re.IGNORECASE)
+#: Positions with more significant digits than this are past the end of any file.
+_MAX_DIGITS = 18
+_PAST_ANY_END = 10**_MAX_DIGITS
+
+
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    """RFC 9110's weak comparison of an ``If-None-Match`` list with ``etag``."""
+    if if_none_match.strip() == "*":
+        return True
+    return any(tag.strip().removeprefix("W/") == etag for tag in if_none_match.split(","))
+
+
+def not_modified(request_headers: Mapping[str, str], headers: Mapping[str, str]) -> Response | None:
+    """304 with ``headers`` when ``If-None-Match`` names ``headers["etag"]``; else None."""
+    if_none_match = request_headers.get("if-none-match")
+    if if_none_match is not None and etag_matches(if_none_match, headers["etag"]):
+        return Response(status_code=304, headers=dict(headers))
+    return None
+
+
+def _number(digits: str) -> int:
+    significant = digits.lstrip("0")
+    return int(significant or "0") if len(significant) <= _MAX_DIGITS else _PAST_ANY_END
+
+
+def byte_span(request_headers: Mapping[str, str], etag: str, size: int) -> tuple[int, int] | None:
+    """The inclusive byte span the request's ``Range`` asks for, or None for the whole.
+
+    Raises:
+        RangeNotSatisfiableError: the range starts at or past the end.
+    """
+    requested = request_headers.get("range")
+    if requested is None:
+        return None
+    if_range = request_headers.get("if-range")
+    if if_range is not None and if_range.strip() != etag:
+        return None
+    match = _BYTE_RANGE.fullmatch(requested.strip())
+    if match is None or match.group(1) == match.group(2) == "":
+        return None
+    first_text, last_text = match.groups()
+    if first_text == "":  # the last N bytes
+        suffix = _number(last_text)
+        if suffix == 0 or size == 0:
+            raise RangeNotSatisfiableError(requested, size)
+        return max(size - suffix, 0), size - 1
+    first = _number(first_text)
+    last = size - 1 if last_text == "" else _number(last_text)
+    if last_text and last < first:  # not a valid range: ignored
+        return None
+    if first >= size:
+        raise RangeNotSatisfiableError(requested, size)
+    return first, min(last, size - 1)
+
+
+def raw_answer(
+    request_headers: Mapping[str, str], buffer: memoryview, *, headers: dict[str, str]
+) -> Response:
+    """``buffer`` as the answer to a GET or HEAD: 304, 206 or 200 (see the module's rules).
+
+    ``headers`` must hold the representation's strong ``etag``.
+    """
+    unchanged = not_modified(request_headers, headers)
+    if unchanged is not None:
+        return unchanged
+    span = byte_span(request_headers, headers["etag"], buffer.nbytes)
+    return BufferResponse(buffer, headers=headers, span=span)
