@@ -9,12 +9,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Installed markers: reinstall when the packaging changes.
-$(VENV)/.run-installed: pyproject.toml | $(BIN)/python
+# Installed markers: reinstall when the packaging or the C engine's source changes
+# (installing builds the extension in place; without a compiler it is skipped).
+C_SOURCES := setup.py kastore/_ckastore.c kastore/include/kastore.c kastore/include/kastore.h
+
+$(VENV)/.run-installed: pyproject.toml $(C_SOURCES) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-$(VENV)/.test-installed: pyproject.toml | $(BIN)/python
+$(VENV)/.test-installed: pyproject.toml $(C_SOURCES) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.run-installed
 

@@ -6,6 +6,7 @@ A drop-in for the reference ``kastore`` Python API: ``load``, ``loads``,
 
 from __future__ import annotations
 
+from ._files import C_ENGINE, PY_ENGINE
 from ._reader import ArrayInfo, Store, load, loads
 from ._version import __version__
 from ._writer import dump, dumps
@@ -18,6 +19,8 @@ from .exceptions import (
 )
 
 __all__ = [
+    "C_ENGINE",
+    "PY_ENGINE",
     "ArrayInfo",
     "FileFormatError",
     "KastoreException",

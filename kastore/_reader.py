@@ -378,7 +378,10 @@ def load(
     other bytes, or the process dies of SIGBUS. ``read_all=True`` copies the
     data and has no such tie to the file.
         key_encoding: the encoding of the keys.
-        engine: ``"python"``; ``"c"`` raises ``RuntimeError`` in this build.
+        engine: ``"python"`` (``PY_ENGINE``) or ``"c"`` (``C_ENGINE``), which
+            reads the whole store into memory with the C library, from a path
+            or anything with a ``fileno()``, and raises ``RuntimeError`` if
+            this installation was built without a C compiler.
 
     Returns:
         A read-only mapping of keys to read-only numpy arrays.
@@ -390,6 +393,11 @@ def load(
         ValueError: unknown ``engine``.
     """
     _files.check_engine(engine)
+    if engine == _files.C_ENGINE:
+        from . import _cengine
+
+        _cengine.extension()
+        return _cengine.load(file, key_encoding=key_encoding)  # type: ignore[no-any-return]
     exact = _files.is_path(file)
     with _files.open_source(file, read_all=read_all) as source:
         if isinstance(source, _files.MappableFile):

@@ -271,7 +271,10 @@ def dump(
             interrupted dump leaves the old file as it was. Symbolic links are
             followed; FIFOs and devices are written in place.
         key_encoding: the encoding of the keys.
-        engine: ``"python"``; ``"c"`` raises ``RuntimeError`` in this build.
+        engine: ``"python"`` (``PY_ENGINE``) or ``"c"`` (``C_ENGINE``), which
+            writes with the C library to a path or anything with a
+            ``fileno()``, and raises ``RuntimeError`` if this installation was
+            built without a C compiler.
 
     Raises:
         TypeError, ValueError: as for ``dumps``; also ``TypeError`` for a
@@ -284,6 +287,13 @@ def dump(
             "file must be a path (str, bytes or os.PathLike), an integer file descriptor "
             f"or a file object with a write() method, not {type(file).__name__}"
         )
+    if engine == _files.C_ENGINE:
+        from . import _cengine
+
+        _cengine.extension()
+        with _files.open_sink(file) as sink:
+            _cengine.dump(data, sink, key_encoding=key_encoding)
+        return
     plan = _plan(data, key_encoding)
     with _files.open_sink(file) as sink:
         if plan.file_size >= _PREALLOCATE_BYTES:

@@ -47,21 +47,6 @@ print("ok", np.count_nonzero(again["x"]))
 """
 
 
-def engines() -> list[str]:
-    return ["python", *(["c"] if _c_engine_available() else [])]
-
-
-def _c_engine_available() -> bool:
-    try:
-        kastore.load(os.devnull, engine="c")
-    except RuntimeError:
-        return False
-    except Exception:
-        return True
-    return True
-
-
-@pytest.mark.parametrize("engine", engines())
 @pytest.mark.parametrize("variant", ["store", "dict"])
 @pytest.mark.parametrize("n", SIZES.values(), ids=SIZES.keys())
 def test_load_then_dump_onto_the_same_path(
@@ -107,6 +92,7 @@ def test_a_symlink_stays_and_its_target_is_replaced(tmp_path: Path) -> None:
     assert list(kastore.load(real)) == ["b"]
 
 
+@pytest.mark.python_only
 def test_a_failing_dump_leaves_the_old_file_and_nothing_else(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -212,6 +198,7 @@ class _WouldBlock:
         return None
 
 
+@pytest.mark.python_only
 def test_a_file_object_that_takes_nothing_is_an_error() -> None:
     with pytest.raises(BlockingIOError):
         kastore.dump({"a": np.arange(10)}, _WouldBlock())

@@ -126,15 +126,6 @@ def test_dump_refuses_an_unknown_engine(engine: Any, tmp_path: Path) -> None:
     assert not (tmp_path / "out.kas").exists()
 
 
-def test_the_c_engine_is_not_available(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError, match="engine='python'"):
-        kastore.dump(GOOD, tmp_path / "out.kas", engine="c")
-    assert not (tmp_path / "out.kas").exists()
-    kastore.dump(GOOD, tmp_path / "good.kas", engine="python")
-    with pytest.raises(RuntimeError, match="engine='python'"):
-        kastore.load(tmp_path / "good.kas", engine="c")
-
-
 # --- file -------------------------------------------------------------------------
 
 BAD_FILES = [None, [], {}, 1.5, object(), True]
@@ -194,7 +185,6 @@ FAILING_DUMPS: dict[str, tuple[Any, dict[str, Any]]] = {
     "bad-dtype": ({"a": np.arange(100_000), "b": np.array([1j])}, {}),
     "unencodable-key": ({"a": [1], "é": [2]}, {"key_encoding": "ascii"}),
     "bad-engine": (GOOD, {"engine": "x"}),
-    "c-engine": (GOOD, {"engine": "c"}),
 }
 
 

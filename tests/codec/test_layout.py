@@ -149,6 +149,7 @@ class _ShortWrites(io.RawIOBase):
         return len(taken)
 
 
+@pytest.mark.python_only
 @pytest.mark.parametrize("length", [3, 20_000])
 def test_dump_finishes_short_writes(length: int) -> None:
     data = {"a": np.arange(length, dtype=">i8"), "b": np.arange(length // 3, dtype=np.uint8)}

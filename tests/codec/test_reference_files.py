@@ -135,3 +135,13 @@ def test_tskit_files_are_rewritten_byte_for_byte(testdata: Path, name: str) -> N
     encoded = (testdata / "tskit" / f"{name}.trees").read_bytes()
     with kastore.loads(encoded) as store:
         assert_same_bytes(kastore.dumps(dict(store)), encoded)
+
+
+@pytest.mark.parametrize("name", TSKIT)
+def test_tskit_files_load_and_dump_to_the_same_bytes(
+    testdata: Path, tmp_path: Path, name: str
+) -> None:
+    path = testdata / "tskit" / f"{name}.trees"
+    with kastore.load(path) as store:
+        kastore.dump(store, tmp_path / "again.trees")
+    assert_same_bytes((tmp_path / "again.trees").read_bytes(), path.read_bytes())

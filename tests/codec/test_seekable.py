@@ -9,6 +9,9 @@ import kastore
 
 from ._support import SeekableOnly, assert_store_equals
 
+#: What only the Python engine does: memory maps and reading in place.
+pytestmark = pytest.mark.python_only
+
 #: 100 MB in 10 arrays, and a few small ones: what a remote simulation file holds.
 BIG = {f"x{i}": np.arange(1_250_000, dtype=np.float64) + i for i in range(10)} | {
     f"small/{i}": np.arange(i, dtype=np.int32) for i in range(20)

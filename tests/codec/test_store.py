@@ -16,6 +16,9 @@ import kastore
 
 from ._support import SeekableOnly
 
+#: What only the Python engine does: memory maps and reading in place.
+pytestmark = pytest.mark.python_only
+
 DATA: dict[str, np.ndarray] = {
     "b": np.arange(5, dtype=np.uint64),
     "a": np.array([1.5, -2.5], dtype=np.float32),

@@ -66,6 +66,7 @@ def _load_all_then_eof(load: Callable[[], kastore.Store]) -> None:
 SIZES = [(1,), (3,), (7,), (1, 2, 3, 4, 5, 6, 7), (7, 1, 5)]
 
 
+@pytest.mark.python_only
 @pytest.mark.parametrize("sizes", SIZES, ids=str)
 @pytest.mark.parametrize("read_all", [False, True])
 def test_short_reads_load_every_store_in_turn(sizes: tuple[int, ...], read_all: bool) -> None:
@@ -73,6 +74,7 @@ def test_short_reads_load_every_store_in_turn(sizes: tuple[int, ...], read_all: 
     _load_all_then_eof(lambda: kastore.load(stream, read_all=read_all))
 
 
+@pytest.mark.python_only
 @FAST
 @given(data=stores, sizes=st.lists(st.integers(1, 7), min_size=1, max_size=5))
 def test_short_reads_round_trip(data: dict[str, np.ndarray], sizes: list[int]) -> None:
