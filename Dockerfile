@@ -41,7 +41,12 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_ROOT_USER_ACTION=ignore \
     PYTHONDONTWRITEBYTECODE=1
 
-RUN pip install --quiet "setuptools>=77" wheel
+# A C compiler for the C engine's extension: it stays in this stage, and only the
+# wheel it builds reaches the runtime image.
+RUN apt-get update -qq \
+ && apt-get install -y -qq --no-install-recommends gcc libc6-dev >/dev/null \
+ && rm -rf /var/lib/apt/lists/* \
+ && pip install --quiet "setuptools>=77" wheel
 WORKDIR /src
 # .dockerignore lets only the packaging files, kastore/ and app/ in.
 COPY . ./
@@ -75,7 +80,7 @@ COPY --from=wheel /wheels /tmp/wheels
 RUN PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore \
     /usr/local/bin/pip --python /opt/venv/bin/python install --quiet --no-deps /tmp/wheels/*.whl \
  && rm -rf /tmp/wheels \
- && python -c "import app.main, kastore"
+ && python -c "import app.main, kastore._ckastore"
 
 # Docker copies /data's ownership into a new named volume, so
 # `-v kastore-data:/data` is writable by the service with no further step.

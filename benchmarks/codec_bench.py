@@ -77,6 +77,23 @@ def small_arrays(n: int) -> dict[str, np.ndarray]:
     }
 
 
+#: A real tree sequence: 62 keys, what tskit users read most.
+TSKIT_FILE = (
+    Path(__file__).resolve().parents[1].parent
+    / "shared"
+    / "testdata"
+    / "tskit"
+    / "island_model_with_metadata.trees"
+)
+
+
+def read_whole(path: Path, engine: str) -> None:
+    """Load a file and touch every array, as tskit does when it opens a file."""
+    store = kastore.load(path, read_all=True, engine=engine)
+    for key in store:
+        store[key]
+
+
 REFERENCE_SCRIPT = textwrap.dedent(
     """
     import json, sys, time
@@ -104,6 +121,11 @@ REFERENCE_SCRIPT = textwrap.dedent(
     out["load_sum"] = best(lambda: kastore.load(big_path, engine=engine)["x"].sum())
     data = open(big_path, "rb").read()
     out["loads_sum"] = best(lambda: kastore.loads(data)["x"].sum())
+    def read_tskit():
+        store = kastore.load(sys.argv[7], read_all=True, engine=engine)
+        for key in store:
+            store[key]
+    out["tskit_read"] = best(read_tskit)
     print(json.dumps(out))
     """
 )
@@ -125,6 +147,7 @@ def reference_figures(
             str(repeat),
             engine,
             str(n_elements),
+            str(TSKIT_FILE),
         ],
         env=env,
         capture_output=True,
@@ -250,6 +273,8 @@ def main() -> None:
             "<= 0.3 us/key",
         )
 
+        c_figures = c_engine_figures(args, tmp, big, many, t_tofile, t_memmap, t_dump_many, t_list)
+
         if args.reference:
             ours = {
                 "dump_big": t_dump,
@@ -264,6 +289,119 @@ def main() -> None:
                 )
                 print(f"-- reference kastore from {args.reference}, engine={engine} (baseline)")
                 print_reference(ours, ref, nbytes)
+                if engine == "c":
+                    print("-- our C engine vs the reference's C engine (baseline)")
+                    print_reference_c(c_figures, ref)
+
+
+def c_engine_figures(
+    args: argparse.Namespace,
+    tmp: Path,
+    big: np.ndarray,
+    many: dict[str, np.ndarray],
+    t_tofile: float,
+    t_memmap: float,
+    t_dump_many_py: float,
+    t_list_py: float,
+) -> dict[str, float]:
+    """The C engine's figures, printed beside numpy and the Python engine."""
+    from kastore import _cengine
+
+    if not _cengine.available():
+        print("-- C engine: not built in this installation")
+        return {}
+    nbytes, n = big.nbytes, len(many)
+    kas_path, raw_path, many_path = tmp / "c-big.kas", tmp / "c-big.raw", tmp / "c-many.kas"
+    print("-- C engine (engine='c')")
+    t_dump, t_base = compare(
+        args.repeat,
+        lambda: kastore.dump({"x": big}, kas_path, engine="c"),
+        lambda: big.tofile(raw_path),
+        fresh(kas_path, raw_path),
+    )
+    row(
+        "dump vs ndarray.tofile",
+        gbps(nbytes, t_dump),
+        gbps(nbytes, t_base),
+        t_base / t_dump,
+        ">= 0.8x",
+    )
+    kastore.dump({"x": big}, kas_path, engine="c")
+    offset = os.path.getsize(kas_path) - nbytes
+    t_load, t_map = compare(
+        args.repeat,
+        lambda: kastore.load(kas_path, engine="c")["x"].sum(),
+        lambda: np.memmap(kas_path, np.float64, "r", offset, (len(big),)).sum(),
+    )
+    row(
+        "load (reads all) + sum vs memmap",
+        gbps(nbytes, t_load),
+        gbps(nbytes, t_map),
+        t_map / t_load,
+        "(reads the file; memmap does not)",
+    )
+    t_dump_many, t_py = compare(
+        args.repeat,
+        lambda: kastore.dump(many, many_path, engine="c"),
+        lambda: kastore.dump(many, many_path, engine="python"),
+        fresh(many_path),
+    )
+    row(
+        "dump vs Python engine (us/key)",
+        f"{t_dump_many / n * 1e6:.3f} us",
+        f"{t_py / n * 1e6:.3f} us",
+        t_py / t_dump_many,
+        "<= 0.2 us/key",
+    )
+    kastore.dump(many, many_path)
+    t_list, t_list_base = compare(
+        args.repeat,
+        lambda: list(kastore.load(many_path, engine="c")),
+        lambda: list(kastore.load(many_path, engine="python")),
+    )
+    row(
+        "load + list vs Python engine (us/key)",
+        f"{t_list / n * 1e6:.3f} us",
+        f"{t_list_base / n * 1e6:.3f} us",
+        t_list_base / t_list,
+        "<= 0.1 us/key",
+    )
+    figures = {"dump_per_key": t_dump_many / n, "list_per_key": t_list / n}
+    if TSKIT_FILE.exists():
+        t_tskit, t_tskit_py = compare(
+            max(args.repeat, 20),
+            lambda: read_whole(TSKIT_FILE, "c"),
+            lambda: read_whole(TSKIT_FILE, "python"),
+        )
+        row(
+            "tskit file, read all vs Python engine",
+            f"{t_tskit * 1e6:.0f} us",
+            f"{t_tskit_py * 1e6:.0f} us",
+            t_tskit_py / t_tskit,
+            "",
+        )
+        figures["tskit_read"] = t_tskit
+    return figures
+
+
+def print_reference_c(ours: dict[str, float], ref: dict[str, float | str]) -> None:
+    if "error" in ref or not ours:
+        print("   not measured")
+        return
+    for label, key, scale, unit, target in (
+        ("dump (us/key)", "dump_per_key", 1e6, "us", "<= 0.2 us/key"),
+        ("load + list (us/key)", "list_per_key", 1e6, "us", "<= 0.1 us/key"),
+        ("tskit file, read all", "tskit_read", 1e6, "us", "<= 0.5x the reference's time"),
+    ):
+        value = ref.get(key)
+        if isinstance(value, float) and key in ours:
+            row(
+                label,
+                f"{ours[key] * scale:.3f} {unit}",
+                f"{value * scale:.3f} {unit}",
+                value / ours[key],
+                target,
+            )
 
 
 def print_reference(ours: dict[str, float], ref: dict[str, float | str], nbytes: int) -> None:

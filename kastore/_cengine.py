@@ -81,7 +81,7 @@ def _store_from(parts: tuple[Any, ...], key_encoding: str) -> Any:
             keys = [key.decode(key_encoding) for key in keys]
         except UnicodeDecodeError as err:
             raise FileFormatError(f"a key does not decode as {key_encoding}: {err}") from err
-        _check_unique(sorted(keys))
+        _check_unique(sorted(keys))  # distinct bytes may decode to equal strings
     layout = _Layout(
         size=size,
         keys=keys,
@@ -89,7 +89,7 @@ def _store_from(parts: tuple[Any, ...], key_encoding: str) -> Any:
         array_starts=np.frombuffer(offsets, np.uint64),
         array_lens=np.frombuffer(lengths, np.uint64),
     )
-    return Store(memoryview(data).toreadonly(), layout)
+    return Store(memoryview(data).toreadonly(), layout, keys_checked=True)
 
 
 def _call(function: Any, *args: Any) -> Any:

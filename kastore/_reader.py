@@ -227,13 +227,15 @@ class Store(Mapping[str, np.ndarray]):
         layout: _Layout,
         *,
         owns_map: bool = False,
+        keys_checked: bool = False,
     ) -> None:
         self._data: memoryview | _files.SeekableFile | None = data
         # Only a map that load() made is ours to close; loads() may be given one.
         self._owns_map = owns_map
         self._layout = layout
         self._keys = layout.keys
-        _check_unique(layout.keys)
+        if not keys_checked:  # the C library has checked them already
+            _check_unique(layout.keys)
         # Built on the first lookup: listing the keys of a large store needs no
         # dict of them, and hashing every key is much of what opening costs.
         self._index: dict[str, int] | None = None

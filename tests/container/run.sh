@@ -85,6 +85,13 @@ image_uid=$("$RUN" exec "$TAG" id -u) || fail "could not run 'id -u' in the imag
 echo "the image runs as uid $image_uid"
 [[ "$image_uid" =~ ^[0-9]+$ ]] || fail "'id -u' in the image printed '$image_uid'"
 [[ "$image_uid" -ne 0 ]] || fail "the image runs as root (USER is missing or 0)"
+# The C engine was built in the build stage; the runtime image has no compiler.
+"$RUN" exec "$TAG" python -c "import kastore, numpy; kastore.dump({'a': numpy.arange(3)}, '/tmp/c.kas', engine='c'); assert kastore.load('/tmp/c.kas', engine='c')['a'].tolist() == [0, 1, 2]" \
+  || fail "the C engine does not work in the image"
+if "$RUN" exec "$TAG" sh -c 'command -v gcc || command -v cc' >/dev/null 2>&1; then
+  fail "the runtime image has a C compiler"
+fi
+echo "the C engine works in the image, which has no compiler"
 # A host directory mounted at /data must be writable by that user, as with docker.
 chown "$image_uid:$image_uid" "$DATA"
 
