@@ -54,9 +54,11 @@ class MultipartUpload:
 
     Iterate over ``pieces()`` to receive the file's bytes; once it is
     exhausted, ``filename`` and ``fields`` hold what the form also said.
+    Besides the file, the form may hold each of ``fields`` once, and nothing
+    else: an unknown or repeated field is refused (415) as soon as it starts.
     """
 
-    def __init__(self, request: Request) -> None:
+    def __init__(self, request: Request, *, fields: tuple[str, ...] = ()) -> None:
         _, options = parse_options_header(request.headers.get("content-type"))
         boundary = options.get(b"boundary")
         if not boundary:
@@ -64,6 +66,7 @@ class MultipartUpload:
                 "multipart body without a boundary; send the file with curl -F file=@PATH"
             )
         self._request = request
+        self._allowed = fields
         self.filename: str | None = None
         self.fields: dict[str, str] = {}
         self._seen_file = False
@@ -144,6 +147,14 @@ class MultipartUpload:
                 f"the file came in form field {self._part!r}, but the form has no "
                 f"{FILE_FIELD!r} field; send it with curl -F {FILE_FIELD}=@PATH"
             )
+        if self._part != FILE_FIELD:
+            if self._part not in self._allowed:
+                expected = ", ".join(repr(field) for field in (FILE_FIELD, *self._allowed))
+                raise UnsupportedUploadError(
+                    f"the form has a field {self._part!r}; it takes only {expected}"
+                )
+            if self._part in self.fields:
+                raise UnsupportedUploadError(f"send one {self._part!r} field, not several")
         if self._part == FILE_FIELD:
             if self._seen_file:
                 raise UnsupportedUploadError(f"send one {FILE_FIELD!r} field, not several")

@@ -61,7 +61,12 @@ def _form(*, with_name: bool) -> dict[str, Any]:
             "pattern": NAME_PATTERN,
             "description": "The store's name; default: the file's name without its extension.",
         }
-    return {"type": "object", "required": [FILE_FIELD], "properties": properties}
+    return {
+        "type": "object",
+        "required": [FILE_FIELD],
+        "properties": properties,
+        "additionalProperties": False,  # other fields are refused
+    }
 
 
 #: Declared by hand: the handlers stream the body instead of letting FastAPI parse it.
@@ -133,7 +138,7 @@ async def upload_store(
             "to send the raw file use curl -T PATH /stores/NAME"
         )
     check_declared_size(request, settings.max_upload_bytes)
-    form = MultipartUpload(request)
+    form = MultipartUpload(request, fields=("name",))
     async with storage.receive(form.pieces(), max_bytes=settings.max_upload_bytes) as upload:
         name = form.fields["name"] if "name" in form.fields else _name_from_file(form.stem)
         record, _ = await storage.publish(name, upload, replace=False)

@@ -137,6 +137,33 @@ def test_post_form_without_a_file_field_is_415(client: TestClient, tskit_file: P
     assert stored_names(client) == []
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "parts", "named"),
+    [
+        ("POST", "/stores", [("name", None, b"a"), ("comment", None, b"hi")], "'comment'"),
+        ("POST", "/stores", [("", None, b"x")], "''"),
+        ("POST", "/stores", [("name", None, b"a"), ("name", None, b"b")], "one 'name'"),
+        ("PUT", "/stores/sim", [("name", None, b"other")], "'name'"),
+    ],
+    ids=["unknown field", "nameless field", "repeated name", "name in a PUT form"],
+)
+def test_a_form_field_that_is_not_asked_for_is_415(
+    client: TestClient,
+    data_dir: Path,
+    tskit_file: Path,
+    method: str,
+    path: str,
+    parts: list[tuple[str, str | None, bytes]],
+    named: str,
+) -> None:
+    """The form takes ``file`` (and ``name`` for POST) once each, as the document says."""
+    body = multipart_body(*parts, ("file", "sim.trees", tskit_file.read_bytes()))
+    answer = client.request(method, path, content=body, headers=multipart_type())
+    assert named in error_of(answer, 415)["detail"]
+    assert stored_names(client) == []
+    assert leftovers(data_dir) == []
+
+
 def test_post_form_with_only_a_name_is_415(client: TestClient) -> None:
     answer = client.post(
         "/stores", content=multipart_body(("name", None, b"sim")), headers=multipart_type()

@@ -1,0 +1,51 @@
+"""schemathesis hooks (``SCHEMATHESIS_HOOKS``) for ``test_schemathesis``.
+
+Path parameters often name a store and keys the test uploaded, so the
+generated cases reach the handlers instead of stopping at 404. Reads go to
+``READ_STORE``; writes (PUT, DELETE) to ``WRITE_STORE``, which a DELETE may
+remove without starving the reads. Uploads sometimes carry a real file, so
+that some succeed and the stateful phase follows the stores they create.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import schemathesis
+from hypothesis import strategies as st
+
+from .._testdata import TESTDATA
+
+READ_STORE = "single_population"
+WRITE_STORE = "spare"
+#: Keys of ``single_population.trees``: floats, integers, bytes, an empty array.
+KEYS = ["edges/left", "nodes/flags", "sites/position", "populations/metadata", "migrations/left"]
+
+
+@schemathesis.hook
+def flatmap_path_parameters(context: Any, path_parameters: dict[str, Any] | None) -> Any:
+    if not path_parameters:
+        return st.just(path_parameters)
+    method = context.operation.method.upper()
+    store = READ_STORE if method in ("GET", "HEAD") else WRITE_STORE
+    drawn: dict[str, Any] = {}
+    if "name" in path_parameters:
+        drawn["name"] = st.sampled_from([store, path_parameters["name"]])
+    if "key" in path_parameters:
+        drawn["key"] = st.sampled_from([*KEYS, path_parameters["key"]])
+    generated = {name: st.just(value) for name, value in path_parameters.items()}
+    return st.fixed_dictionaries({**generated, **drawn})
+
+
+#: A real file, so that some uploads succeed and the cases after them find stores.
+UPLOAD = TESTDATA / "tskit" / f"{READ_STORE}.trees"
+
+
+@schemathesis.hook
+def flatmap_body(context: Any, body: Any) -> Any:
+    content = UPLOAD.read_bytes()
+    if isinstance(body, dict) and "file" in body:  # the multipart form
+        return st.sampled_from([body, {**body, "file": content}])
+    if isinstance(body, bytes):  # the raw body of PUT
+        return st.sampled_from([body, content])
+    return st.just(body)
