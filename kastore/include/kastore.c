@@ -77,24 +77,138 @@ compare_items(const void *a, const void *b)
     return compare_keys(ia->key, ia->key_len, ib->key, ib->key_len);
 }
 
-/* Sorts the items by key unless they are sorted already, and returns
- * duplicate_error if two keys are equal. */
+/* What the sort orders: 8 bytes of the key, big-endian, so that comparing
+ * two words as integers compares those bytes; equal words fall back to the
+ * whole keys. */
+typedef struct {
+    uint64_t word;
+    const kaitem_t *item;
+} sort_entry_t;
+
+static int
+compare_entries(const void *a, const void *b)
+{
+    const sort_entry_t *ea = (const sort_entry_t *) a;
+    const sort_entry_t *eb = (const sort_entry_t *) b;
+
+    if (ea->word != eb->word) {
+        return ea->word < eb->word ? -1 : 1;
+    }
+    return compare_items(ea->item, eb->item);
+}
+
+/* Sorts entries by word: a least-significant-digit radix sort, a byte per
+ * pass, skipping the bytes that are the same in every word. Returns the
+ * array (entries or spare) that holds the result. */
+static sort_entry_t *
+radix_sort(sort_entry_t *entries, sort_entry_t *spare, size_t n)
+{
+    size_t counts[256], j, c, position, count;
+    sort_entry_t *swap;
+    int shift;
+
+    for (shift = 0; shift < 64; shift += 8) {
+        memset(counts, 0, sizeof(counts));
+        for (j = 0; j < n; j++) {
+            counts[(entries[j].word >> shift) & 0xff]++;
+        }
+        if (counts[(entries[0].word >> shift) & 0xff] == n) {
+            continue;
+        }
+        for (c = 0, position = 0; c < 256; c++) {
+            count = counts[c];
+            counts[c] = position;
+            position += count;
+        }
+        for (j = 0; j < n; j++) {
+            spare[counts[(entries[j].word >> shift) & 0xff]++] = entries[j];
+        }
+        swap = entries;
+        entries = spare;
+        spare = swap;
+    }
+    return entries;
+}
+
+/* Sorts the items by key and returns duplicate_error if two keys are equal.
+ *
+ * A qsort comparing whole keys with memcmp costs several times what the rest
+ * of writing a store does, and keys often share a long prefix
+ * ("table_00017/column"). So the bytes all keys share are skipped, the next
+ * 8 bytes of each key (zero padded) become a big-endian integer, and those
+ * are radix sorted; only keys with equal integers are compared whole. The
+ * order is the same: where two integers differ, the first differing byte is
+ * a byte of both keys, or the end of the shorter key, which sorts first as a
+ * zero pad does. */
 static int
 sort_items(kastore_t *self, int duplicate_error)
 {
     kaitem_t *items = self->items;
+    kaitem_t *sorted;
+    sort_entry_t *entries, *result;
     size_t n = self->num_items;
+    size_t j, k, shared, run;
+    int ret = 0;
+
+    if (n < 2) {
+        return 0;
+    }
+    shared = items[0].key_len;
+    for (j = 1; j < n && shared > 0; j++) {
+        for (k = 0; k < shared && k < items[j].key_len && items[j].key[k] == items[0].key[k];
+             k++) {
+        }
+        shared = k;
+    }
+    entries = (sort_entry_t *) malloc(2 * n * sizeof(*entries));
+    sorted = (kaitem_t *) malloc(n * sizeof(*sorted));
+    if (entries == NULL || sorted == NULL) {
+        free(entries);
+        free(sorted);
+        return KAS_ERR_NO_MEMORY;
+    }
+    for (j = 0; j < n; j++) {
+        entries[j].word = 0;
+        for (k = shared; k < shared + 8; k++) {
+            entries[j].word = (entries[j].word << 8)
+                              | (k < items[j].key_len ? (unsigned char) items[j].key[k] : 0);
+        }
+        entries[j].item = &items[j];
+    }
+    result = radix_sort(entries, entries + n, n);
+    for (j = 0; j < n; j = k) {
+        for (k = j + 1; k < n && result[k].word == result[j].word; k++) {
+        }
+        run = k - j;
+        if (run > 1) {
+            qsort(result + j, run, sizeof(*result), compare_entries);
+            for (k = j + 1; k < j + run; k++) {
+                if (compare_items(result[k - 1].item, result[k].item) == 0) {
+                    ret = duplicate_error;
+                }
+            }
+        }
+    }
+    for (j = 0; j < n; j++) {
+        sorted[j] = *result[j].item;
+    }
+    free(entries);
+    /* items_capacity stays right: no more items are added once sorted. */
+    free(self->items);
+    self->items = sorted;
+    return ret;
+}
+
+/* Sorts items read from a file, unless they are in order already (as every
+ * writer following the format leaves them). */
+static int
+sort_read_items(kastore_t *self)
+{
     size_t j;
 
-    for (j = 1; j < n && compare_items(&items[j - 1], &items[j]) < 0; j++) {
-    }
-    if (j >= n) {
-        return 0; /* strictly increasing, so also free of duplicates */
-    }
-    qsort(items, n, sizeof(*items), compare_items);
-    for (j = 1; j < n; j++) {
-        if (compare_items(&items[j - 1], &items[j]) == 0) {
-            return duplicate_error;
+    for (j = 1; j < self->num_items; j++) {
+        if (compare_items(&self->items[j - 1], &self->items[j]) >= 0) {
+            return sort_items(self, KAS_ERR_BAD_FILE_FORMAT);
         }
     }
     return 0;
@@ -219,7 +333,7 @@ parse_header(
     if (*file_size < KAS_HEADER_SIZE + n * KAS_ITEM_DESCRIPTOR_SIZE) {
         return KAS_ERR_BAD_FILE_FORMAT;
     }
-    *num_items = (size_t) n; /* fits: file_size is checked against SIZE_MAX next */
+    *num_items = (size_t) n; /* size_t has at least 32 bits */
     return 0;
 }
 
@@ -309,9 +423,11 @@ open_read(kastore_t *self, int exact)
     unsigned char header[KAS_HEADER_SIZE];
     uint64_t file_size, available, keys_end;
     size_t n, got, body_size, len = 0;
-    long start = ftell(self->file);
+    int saved_errno = errno;
+    long start = ftell(self->file); /* -1 for a pipe: then it is read whole */
     int ret, known, lazy;
 
+    errno = saved_errno;
     got = fread(header, 1, KAS_HEADER_SIZE, self->file);
     if (got < KAS_HEADER_SIZE) {
         if (ferror(self->file)) {
@@ -368,7 +484,7 @@ open_read(kastore_t *self, int exact)
         ret = fill_items(self, n, !lazy);
     }
     if (ret == 0) {
-        ret = sort_items(self, KAS_ERR_BAD_FILE_FORMAT);
+        ret = sort_read_items(self);
     }
     if (ret == 0 && exact && !known && fgetc(self->file) != EOF) {
         ret = KAS_ERR_BAD_FILE_FORMAT;
@@ -457,30 +573,38 @@ get_item(kastore_t *self, const char *key, size_t key_len, int want_type, void *
 /* Putting                                                                   */
 /* ------------------------------------------------------------------------ */
 
-/* FNV-1a, with the high bits folded in for the table's low-bit mask. */
-static size_t
+/* The hash table of keys (writing only) is open addressing with linear
+ * probing. A slot holds 0 (empty) or, for item number j, (j + 1) in its low
+ * 32 bits and the high 32 bits of the key's hash in its high bits: most
+ * probes that meet another key are settled there, without touching the
+ * item, which for keys put in random order is a cache miss. */
+static uint64_t
 hash_key(const char *key, size_t key_len)
 {
-    uint64_t h = 14695981039346656037u;
+    uint64_t h = 14695981039346656037u; /* FNV-1a */
     size_t j;
 
     for (j = 0; j < key_len; j++) {
         h = (h ^ (unsigned char) key[j]) * 1099511628211u;
     }
-    return (size_t) (h ^ (h >> 32));
+    return h ^ (h >> 29); /* mix high bits into the low bits used for the slot */
 }
 
-static size_t *
-index_slot(const kastore_t *self, const char *key, size_t key_len)
+static uint64_t *
+index_slot(const kastore_t *self, const char *key, size_t key_len, uint64_t hash)
 {
     size_t mask = self->index_capacity - 1;
-    size_t slot = hash_key(key, key_len) & mask;
+    size_t slot = (size_t) hash & mask;
+    uint64_t tag = hash >> 32;
     const kaitem_t *item;
+    uint64_t value;
 
-    while (self->index[slot] != 0) {
-        item = &self->items[self->index[slot] - 1];
-        if (compare_keys(item->key, item->key_len, key, key_len) == 0) {
-            break;
+    while ((value = self->index[slot]) != 0) {
+        if (value >> 32 == tag) {
+            item = &self->items[(value & 0xffffffffu) - 1];
+            if (compare_keys(item->key, item->key_len, key, key_len) == 0) {
+                break;
+            }
         }
         slot = (slot + 1) & mask;
     }
@@ -495,7 +619,8 @@ static int
 index_reserve(kastore_t *self, size_t count)
 {
     size_t capacity = self->index_capacity > 0 ? self->index_capacity : 64;
-    size_t *old = self->index;
+    uint64_t *old = self->index;
+    uint64_t hash;
     size_t j;
 
     if (self->index != NULL && 2 * count <= self->index_capacity) {
@@ -504,7 +629,7 @@ index_reserve(kastore_t *self, size_t count)
     while (capacity < 2 * count) {
         capacity *= 2;
     }
-    self->index = (size_t *) calloc(capacity, sizeof(size_t));
+    self->index = (uint64_t *) calloc(capacity, sizeof(uint64_t));
     if (self->index == NULL) {
         self->index = old;
         return KAS_ERR_NO_MEMORY;
@@ -512,7 +637,9 @@ index_reserve(kastore_t *self, size_t count)
     free(old);
     self->index_capacity = capacity;
     for (j = 0; j < self->num_items; j++) {
-        *index_slot(self, self->items[j].key, self->items[j].key_len) = j + 1;
+        hash = hash_key(self->items[j].key, self->items[j].key_len);
+        *index_slot(self, self->items[j].key, self->items[j].key_len, hash)
+            = (hash >> 32 << 32) | (j + 1);
     }
     return 0;
 }
@@ -560,6 +687,8 @@ add_item(kastore_t *self, const char *key, size_t key_len, void *array, size_t a
     size_t n = self->num_items;
     kaitem_t *item;
     kaitem_t *grown;
+    uint64_t *slot = NULL;
+    uint64_t hash = 0;
     size_t capacity, offset;
     int ret, in_order;
 
@@ -571,12 +700,14 @@ add_item(kastore_t *self, const char *key, size_t key_len, void *array, size_t a
                       || compare_keys(self->items[n - 1].key, self->items[n - 1].key_len,
                              key, key_len)
                              < 0);
-    if (!in_order) {
+    if (!in_order || self->index != NULL) {
         ret = index_reserve(self, n + 1);
         if (ret != 0) {
             return ret;
         }
-        if (*index_slot(self, key, key_len) != 0) {
+        hash = hash_key(key, key_len);
+        slot = index_slot(self, key, key_len, hash);
+        if (*slot != 0) {
             return KAS_ERR_DUPLICATE_KEY;
         }
     }
@@ -603,8 +734,9 @@ add_item(kastore_t *self, const char *key, size_t key_len, void *array, size_t a
     item->array = array;
     item->owns_array = owns_array;
     self->num_items = n + 1;
-    if (self->index != NULL) {
-        *index_slot(self, key, key_len) = n + 1;
+    if (slot != NULL) {
+        /* The table has not changed since the slot was found. */
+        *slot = (hash >> 32 << 32) | (n + 1);
     }
     if (!in_order) {
         self->sorted = 0;
@@ -748,9 +880,13 @@ write_store(kastore_t *self)
     size_t j, n = self->num_items;
     int ret;
 
-    ret = sort_items(self, KAS_ERR_DUPLICATE_KEY);
-    if (ret != 0) {
-        return ret;
+    if (!self->sorted) {
+        /* The puts refused duplicates, so none can turn up here. */
+        ret = sort_items(self, KAS_ERR_DUPLICATE_KEY);
+        if (ret != 0) {
+            return ret;
+        }
+        self->sorted = 1;
     }
     /* The layout: keys packed after the descriptors, then each array at the
      * next multiple of KAS_ARRAY_ALIGN; the store ends with the last array. */

@@ -19,9 +19,13 @@
  * Modes
  *   "r"  read. Without KAS_READ_ALL, the header, descriptors and keys are
  *        read at open and each array is read (with a seek) on its first get.
- *        With KAS_READ_ALL, the whole store is read at open with one fread
- *        and no seek, so pipes work and stores written back to back can be
- *        read one after another from the same FILE*.
+ *        With KAS_READ_ALL, the whole store is read at open: one fread after
+ *        the header, or, on a stream that cannot seek (a pipe), pieces that
+ *        grow only as data arrives. A stream that cannot seek is always read
+ *        whole (KAS_READ_ALL is then added to self->flags). Reading stops at
+ *        the store's last byte, so stores written back to back can be read
+ *        one after another from the same FILE*; kastore_open (by name) also
+ *        requires the file to end there.
  *   "w"  write. Put functions add key-array pairs; the file is written when
  *        kastore_close() is called, which returns any error that occurs.
  *   "a"  append (kastore_open only): the existing file's items are read,
@@ -159,7 +163,7 @@ typedef struct {
     size_t key_arena_len;
     size_t key_arena_capacity;
     int sorted;           /* writing: keys put so far are in strictly increasing order */
-    size_t *index;        /* writing: hash table of item numbers + 1 (0 = empty) */
+    uint64_t *index;      /* writing: hash table of the keys, once out of order */
     size_t index_capacity;
 } kastore_t;
 

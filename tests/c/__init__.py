@@ -1,0 +1,1 @@
+"""Tests of the kastore C library (kastore/include), compiled and run by pytest."""
