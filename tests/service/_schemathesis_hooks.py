@@ -3,8 +3,13 @@
 Path parameters often name a store and keys the test uploaded, so the
 generated cases reach the handlers instead of stopping at 404. Reads go to
 ``READ_STORE``; writes (PUT, DELETE) to ``WRITE_STORE``, which a DELETE may
-remove without starving the reads. Uploads sometimes carry a real file, so
-that some succeed and the stateful phase follows the stores they create.
+remove without starving the reads.
+
+Bodies are left as generated: a generated file is never a kastore file, so
+uploads answer 422 (see the configuration in ``test_schemathesis``). Putting
+a real file into them would turn some of schemathesis's negative cases (a
+form field "mutated" to a number, which a form sends as the same text) into
+valid requests that it then reports as wrongly accepted.
 """
 
 from __future__ import annotations
@@ -37,15 +42,5 @@ def flatmap_path_parameters(context: Any, path_parameters: dict[str, Any] | None
     return st.fixed_dictionaries({**generated, **drawn})
 
 
-#: A real file, so that some uploads succeed and the cases after them find stores.
+#: The file uploaded as both stores before the run.
 UPLOAD = TESTDATA / "tskit" / f"{READ_STORE}.trees"
-
-
-@schemathesis.hook
-def flatmap_body(context: Any, body: Any) -> Any:
-    content = UPLOAD.read_bytes()
-    if isinstance(body, dict) and "file" in body:  # the multipart form
-        return st.sampled_from([body, {**body, "file": content}])
-    if isinstance(body, bytes):  # the raw body of PUT
-        return st.sampled_from([body, content])
-    return st.just(body)
