@@ -59,7 +59,12 @@ def _form(*, with_name: bool) -> dict[str, Any]:
         properties["name"] = {
             "type": "string",
             "pattern": NAME_PATTERN,
-            "description": "The store's name; default: the file's name without its extension.",
+            "description": (
+                "The store's name; left out (or empty in /docs), the file's name without "
+                "its extension."
+            ),
+            # Without an example, Swagger UI would fill the field from the pattern.
+            "examples": ["sim"],
         }
     return {
         "type": "object",

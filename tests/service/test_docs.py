@@ -167,7 +167,10 @@ def test_uploads_declare_their_bodies_for_the_browser_docs(openapi: dict[str, An
     form = _resolve(openapi, post["content"]["multipart/form-data"]["schema"])
     assert form["required"] == ["file"]
     assert form["properties"]["file"]["format"] == "binary"
-    assert form["properties"]["name"]["type"] == "string"
+    name = form["properties"]["name"]
+    assert name["type"] == "string"
+    # An example to prefill the field with; without one Swagger UI makes one from the pattern.
+    assert re.fullmatch(name["pattern"], name["examples"][0])
 
     put = openapi["paths"]["/stores/{name}"]["put"]["requestBody"]
     assert put["required"] is True
