@@ -219,7 +219,7 @@ class Store(Mapping[str, np.ndarray]):
     ``close()``; the store itself does not.
     """
 
-    __slots__ = ("_arrays", "_data", "_index", "_keys", "_layout", "_owns_map")
+    __slots__ = ("_arrays", "_columns", "_data", "_index", "_keys", "_layout", "_owns_map")
 
     def __init__(
         self,
@@ -240,6 +240,9 @@ class Store(Mapping[str, np.ndarray]):
         # dict of them, and hashing every key is much of what opening costs.
         self._index: dict[str, int] | None = None
         self._arrays: dict[str, np.ndarray] = {}
+        # Type codes, lengths and starts as Python lists, made on first access:
+        # indexing numpy arrays one element at a time costs more than the view.
+        self._columns: tuple[list[int], list[int], list[int]] | None = None
 
     def _lookup(self) -> dict[str, int]:
         if self._index is None:
@@ -252,16 +255,24 @@ class Store(Mapping[str, np.ndarray]):
         return self._data
 
     def __getitem__(self, key: str) -> np.ndarray:
-        data = self._open_data()
+        # The hot path: an array made before (close() empties the cache).
         array = self._arrays.get(key)
         if array is None:
-            i = self._lookup()[key]
-            layout = self._layout
-            dtype = DTYPES[layout.types[i]]
-            count = int(layout.array_lens[i])
-            start = int(layout.array_starts[i])
+            data = self._open_data()
+            i = (self._index or self._lookup())[key]
+            if self._columns is None:
+                layout = self._layout
+                self._columns = (
+                    layout.types.tolist(),
+                    layout.array_lens.tolist(),
+                    layout.array_starts.tolist(),
+                )
+            types, lengths, starts = self._columns
+            dtype = DTYPES[types[i]]
+            count = lengths[i]
+            start = starts[i]
             if isinstance(data, memoryview):
-                array = np.frombuffer(data, dtype=dtype, count=count, offset=start)
+                array = np.frombuffer(data, dtype, count, start)
             else:
                 array = np.frombuffer(_read_array(data, start, count * dtype.itemsize), dtype)
             self._arrays[key] = array
