@@ -5,18 +5,13 @@ from __future__ import annotations
 import uvicorn
 
 from .config import get_settings
+from .server import raise_open_files_limit, uvicorn_options
 
 
 def main() -> None:
     settings = get_settings()
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        proxy_headers=True,
-    )
+    raise_open_files_limit()
+    uvicorn.run("app.main:create_app", factory=True, **uvicorn_options(settings))
 
 
 if __name__ == "__main__":

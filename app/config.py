@@ -47,6 +47,65 @@ class Settings(BaseSettings):
             "comma-separated. Writes from pages of other origins get 403."
         ),
     )
+    min_free_bytes: int = Field(
+        default=64 * MiB,
+        ge=0,
+        description="`/healthz` answers 503 when the data directory has less free space than this.",
+    )
+    cache_bytes: int = Field(
+        default=256 * MiB,
+        gt=0,
+        description=(
+            "Memory for parsed stores and their key listings, shared by all stores and "
+            "kept by content (sha256); the least recently used go beyond it."
+        ),
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="Largest request line and headers together (431 beyond, connection closed).",
+    )
+    header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "Seconds a connection may take to send a request's line and headers, from its "
+            "first byte or from connecting (408 beyond, connection closed)."
+        ),
+    )
+    keep_alive_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds an idle kept-alive connection stays open."
+    )
+    body_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "Seconds an upload may go without sending a byte (408 beyond; the partial upload "
+            "is dropped)."
+        ),
+    )
+    max_connections: int = Field(
+        default=256,
+        ge=1,
+        description="Connections (and requests) served at once; requests beyond get 503.",
+    )
+    shutdown_timeout: float = Field(
+        default=10.0,
+        ge=0,
+        description="Seconds requests under way get to finish after SIGTERM before they are cut.",
+    )
+    root_path: str = Field(
+        default="",
+        pattern=r"^(/[^\s/]+)*$",
+        description="Path prefix the service is mounted under behind a proxy, e.g. `/kastore`.",
+    )
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description=(
+            "Comma-separated addresses (or `*`) of proxies whose X-Forwarded-For and "
+            "X-Forwarded-Proto headers are believed."
+        ),
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = Field(
         default="info", description="uvicorn's log level."
     )

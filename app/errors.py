@@ -21,8 +21,11 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute, Match, Route
 
 __all__ = [
+    "BusyError",
     "CrossOriginWriteError",
     "ErrorAnswer",
+    "HeadersTooLargeError",
+    "InsufficientStorageError",
     "InvalidRequestError",
     "InvalidStoreFileError",
     "InvalidStoreNameError",
@@ -32,6 +35,7 @@ __all__ = [
     "MethodNotAllowedError",
     "NotAcceptableError",
     "RangeNotSatisfiableError",
+    "RequestTimeoutError",
     "RouteNotFoundError",
     "ServiceError",
     "StoreExistsError",
@@ -272,6 +276,74 @@ class RangeNotSatisfiableError(ServiceError):
     @classmethod
     def example(cls) -> Self:
         return cls("bytes=5000-", 4096)
+
+
+class RequestTimeoutError(ServiceError):
+    status_code = 408
+    code = "request_timeout"
+
+    @classmethod
+    def for_headers(cls, seconds: float) -> Self:
+        return cls(
+            f"the request's headers did not arrive within {seconds:g} s (the server's "
+            "KASTORE_HEADER_TIMEOUT); send them at once"
+        )
+
+    @classmethod
+    def for_body(cls, seconds: float) -> Self:
+        return cls(
+            f"no byte of the upload arrived for {seconds:g} s (the server's "
+            "KASTORE_BODY_TIMEOUT); nothing was kept, send it again"
+        )
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls.for_body(30)
+
+
+class HeadersTooLargeError(ServiceError):
+    status_code = 431
+    code = "headers_too_large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"the request line and headers hold more than {limit} bytes (the server's "
+            "KASTORE_MAX_HEADER_BYTES); send fewer or shorter headers"
+        )
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls(65536)
+
+
+class InsufficientStorageError(ServiceError):
+    status_code = 507
+    code = "insufficient_storage"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the server's disk is full: nothing was stored; delete stores you no longer "
+            "need (DELETE /stores/{name}) or ask the operator for space, then retry"
+        )
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls()
+
+
+class BusyError(ServiceError):
+    status_code = 503
+    code = "busy"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"the server is serving its limit of {limit} connections (KASTORE_MAX_CONNECTIONS); "
+            "retry in a moment"
+        )
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls(256)
 
 
 class UnhealthyError(ServiceError):

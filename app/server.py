@@ -1,0 +1,162 @@
+"""How ``python -m app`` serves: uvicorn's options, and the limits uvicorn lacks.
+
+uvicorn's httptools parser accepts headers of any size and waits forever for
+them, so the connections it serves get a guard (``guarded_protocol``):
+
+- the request line and headers together may hold at most ``max_header_bytes``
+  (431 and the connection closed beyond); counted as the bytes arrive, before
+  the parser has gathered any header whole;
+- they must arrive within ``header_timeout`` of the request's first byte, or of
+  connecting for a connection that sends nothing (408 and closed);
+- at most ``max_connections`` connections and requests are served at once;
+  requests beyond get 503, with the JSON error body every error has.
+
+Idle kept-alive connections close after ``keep_alive_timeout``; a stalled
+upload body is the upload's business (``uploads``, ``body_timeout``); and
+shutdown cuts requests still running after ``shutdown_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import resource
+from typing import Any
+
+import orjson
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from .config import Settings
+from .errors import BusyError, HeadersTooLargeError, RequestTimeoutError, ServiceError, error_body
+
+__all__ = ["guarded_protocol", "raise_open_files_limit", "uvicorn_options"]
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """The keyword arguments of ``uvicorn.run`` for these settings."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "http": guarded_protocol(settings),
+        "root_path": settings.root_path,
+        "proxy_headers": True,
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
+        "timeout_keep_alive": settings.keep_alive_timeout,
+        "timeout_graceful_shutdown": settings.shutdown_timeout,
+    }
+
+
+def raise_open_files_limit() -> None:
+    """Allow as many open files as the system lets this process have.
+
+    Each connection, upload and open store holds a descriptor; the usual soft
+    limit of 1,024 is lower than what the default limits can reach.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = 1 << 16 if hard == resource.RLIM_INFINITY else hard
+        with contextlib.suppress(ValueError, OSError):  # keep the soft limit we have
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), hard))
+
+
+def _raw_answer(error: ServiceError) -> bytes:
+    """A whole HTTP/1.1 answer with the JSON error body, closing the connection."""
+    body = orjson.dumps(error_body(error.code, error.detail))
+    head = [
+        STATUS_LINE[error.status_code],
+        b"content-type: application/json\r\n",
+        b"content-length: %d\r\n" % len(body),
+        b"connection: close\r\n\r\n",
+    ]
+    return b"".join([*head, body])
+
+
+def guarded_protocol(settings: Settings) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with the limits of ``settings`` (see the module)."""
+    max_header_bytes = settings.max_header_bytes
+    header_timeout = settings.header_timeout
+    max_connections = settings.max_connections
+    too_large = _raw_answer(HeadersTooLargeError(max_header_bytes))
+    too_slow = _raw_answer(RequestTimeoutError.for_headers(header_timeout))
+    busy_body = orjson.dumps(error_body(BusyError.code, BusyError(max_connections).detail))
+
+    async def busy(scope: Any, receive: Any, send: Any) -> None:
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(busy_body)),
+            (b"connection", b"close"),
+            (b"retry-after", b"1"),
+        ]
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": busy_body})
+
+    class GuardedProtocol(HttpToolsProtocol):
+        def __init__(
+            self,
+            config: Config,
+            server_state: ServerState,
+            app_state: dict[str, Any],
+            _loop: asyncio.AbstractEventLoop | None = None,
+        ) -> None:
+            super().__init__(config, server_state, app_state, _loop)
+            self.limit_concurrency = None  # checked here, to answer in JSON
+            self._app = self.app
+            self._in_head = True
+            self._head_bytes = 0
+            self._head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._start_head_timer()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_head_timer()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            if self._in_head:
+                self._head_bytes += len(data)
+                self._start_head_timer()
+            super().data_received(data)
+            # Checked after parsing: the piece may also hold the end of the headers.
+            if self._in_head and self._head_bytes > max_header_bytes:
+                self._refuse(too_large)
+
+        def on_headers_complete(self) -> None:
+            self._in_head = False
+            self._stop_head_timer()
+            over = len(self.connections) > max_connections or len(self.tasks) >= max_connections
+            self.app = busy if over else self._app
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._in_head = True
+            self._head_bytes = 0
+
+        def _start_head_timer(self) -> None:
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(header_timeout, self._head_timed_out)
+
+        def _stop_head_timer(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_timed_out(self) -> None:
+            self._head_timer = None
+            if self._in_head and not self.transport.is_closing():
+                # A connection that never sent a byte has no request to answer.
+                self._refuse(too_slow if self._head_bytes else b"")
+
+        def _refuse(self, answer: bytes) -> None:
+            self._stop_head_timer()
+            self._in_head = False  # nothing more is read from this connection
+            if answer:
+                self.transport.write(answer)
+            self.transport.close()
+
+    return GuardedProtocol
