@@ -3,12 +3,15 @@
 Layout under the data directory::
 
     blobs/ab/abcdef....kas   one file per distinct content, never modified
-    tmp/                     uploads in progress; emptied on start
+    tmp/                     uploads in progress, and blobs being removed;
+                             emptied on start
+    reserve                  a few MiB held back, given up when the disk is full
+                             so that the index can still record deletions
 
 An upload is written to ``tmp/`` while it is hashed, then renamed into
 ``blobs/`` in one step, so a crash leaves either nothing or a whole file.
-Removing a blob only unlinks it: a download that has it open or mapped keeps
-reading the same bytes until it ends.
+Removing a blob moves it to ``tmp/`` at once, then unlinks it: a download
+that has it open or mapped keeps reading the same bytes until it ends.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import os
 import shutil
 import tempfile
@@ -29,6 +33,8 @@ __all__ = ["BlobDir", "TempBlob"]
 WRITE_BATCH = 1 << 20
 #: ...or up to this many pieces, well under the system's limit for one writev.
 WRITE_BATCH_PIECES = 256
+#: Space held back for the index to record deletions on a full disk.
+RESERVE_BYTES = 4 << 20
 
 
 class BlobDir:
@@ -37,6 +43,8 @@ class BlobDir:
     def __init__(self, data_dir: Path) -> None:
         self.root = data_dir / "blobs"
         self.tmp = data_dir / "tmp"
+        self.reserve = data_dir / "reserve"
+        self._retired = itertools.count()
 
     def prepare(self) -> None:
         """Create the folders and drop uploads left over by a crash."""
@@ -65,6 +73,41 @@ class BlobDir:
 
     def remove(self, sha256: str) -> None:
         self.path(sha256).unlink(missing_ok=True)
+
+    def retire(self, sha256: str) -> Path | None:
+        """Move a blob to ``tmp/`` to be unlinked there; None if it was not there."""
+        target = self.tmp / f"{sha256}.{os.getpid()}-{next(self._retired)}.removed"
+        try:
+            os.replace(self.path(sha256), target)
+        except FileNotFoundError:
+            return None
+        return target
+
+    def has_reserve(self) -> bool:
+        try:
+            return self.reserve.stat().st_size >= RESERVE_BYTES
+        except FileNotFoundError:
+            return False
+
+    def keep_reserve(self) -> None:
+        """Hold ``RESERVE_BYTES`` in the reserve file, if the disk has them."""
+        if self.has_reserve():
+            return
+        try:
+            fd = os.open(self.reserve, os.O_WRONLY | os.O_CREAT, 0o600)
+        except OSError:
+            return
+        try:
+            os.posix_fallocate(fd, 0, RESERVE_BYTES)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)  # no room: try again after the next removal
+        finally:
+            os.close(fd)
+
+    def free_reserve(self) -> None:
+        """Give the reserve's space back to the disk."""
+        self.reserve.unlink(missing_ok=True)
 
     def create_temp(self) -> TempBlob:
         fd, name = tempfile.mkstemp(dir=self.tmp, suffix=".upload")

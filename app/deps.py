@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from typing import Annotated, NamedTuple
-from urllib.parse import quote
 
 from fastapi import Depends, Path, Request
 
 from .config import Settings
 from .index import StoreRecord
+from .keytable import quote_key
 from .storage import OpenStore, Storage
 
 __all__ = [
@@ -72,7 +72,7 @@ class Opened(NamedTuple):
     store: OpenStore
 
 
-def open_store(request: Request, name: str) -> Opened:
+async def open_store(request: Request, name: str) -> Opened:
     """The named store, parsed and mapped, or a 404 naming it.
 
     The key and array routes, the ones read most, call this directly instead
@@ -82,7 +82,7 @@ def open_store(request: Request, name: str) -> Opened:
     """
     storage = storage_of(request)
     record = storage.get(name)
-    return Opened(record, storage.open(record))
+    return Opened(record, await storage.open(record))
 
 
 def store_url(request: Request, name: str) -> str:
@@ -91,7 +91,4 @@ def store_url(request: Request, name: str) -> str:
 
 def array_url(request: Request, name: str, key: str) -> str:
     """The download URL of a key: every character but letters, digits and ``_.-~`` encoded."""
-    encoded = quote(key, safe="")
-    if encoded in (".", ".."):  # would be taken as a relative path step
-        encoded = encoded.replace(".", "%2E")
-    return f"{store_url(request, name)}/arrays/{encoded}"
+    return f"{store_url(request, name)}/arrays/{quote_key(key)}"

@@ -293,7 +293,8 @@ class RequestTimeoutError(ServiceError):
     def for_body(cls, seconds: float) -> Self:
         return cls(
             f"no byte of the upload arrived for {seconds:g} s (the server's "
-            "KASTORE_BODY_TIMEOUT); nothing was kept, send it again"
+            "KASTORE_BODY_TIMEOUT); nothing was kept, send it again",
+            headers={"connection": "close"},  # the rest of the body is not read
         )
 
     @classmethod

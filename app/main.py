@@ -38,7 +38,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        storage = Storage(settings.data_dir, open_stores=settings.open_stores, fsync=settings.fsync)
+        storage = Storage(
+            settings.data_dir,
+            open_stores=settings.open_stores,
+            cache_bytes=settings.cache_bytes,
+            fsync=settings.fsync,
+        )
         app.state.storage = storage
         try:
             yield

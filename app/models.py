@@ -54,11 +54,15 @@ class KeyEntry(BaseModel):
 
 
 class KeyList(BaseModel):
-    """Every key of a store, in file order."""
+    """One page of the keys of a store, in file order."""
 
     store: str
     sha256: str
     keys: list[KeyEntry]
+    total: int = Field(description="Number of keys in all.")
+    offset: int
+    limit: int
+    next: str | None = Field(description="URL of the next page, or null on the last.")
 
 
 class ArrayData(BaseModel):

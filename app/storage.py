@@ -2,43 +2,49 @@
 
 A store is a name in the index pointing at an immutable blob. Saving writes
 the upload to a temporary file, validates it with the codec, moves it into
-place and only then points the name at it. Parsed headers are kept open in a
-small cache keyed by content, so listing keys or serving an array reads no
-file per request.
+place and only then points the name at it. Parsed files are kept open in a
+cache keyed by content (sha256), bounded in bytes, so listing keys or serving
+an array reads no file per request; parsing and removing files run in worker
+threads, never on the event loop.
+
+A full disk loses nothing and blocks nothing: an upload that cannot be
+written, or whose name cannot be recorded, answers 507 and leaves no file
+behind; and a small reserve file is given up when the index needs room to
+delete a store, so space can always be freed through the API.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import mmap
 import os
 import re
+import sqlite3
 from collections import OrderedDict
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 import kastore
 
 from .blobs import BlobDir, TempBlob
 from .errors import (
+    InsufficientStorageError,
     InvalidStoreFileError,
     InvalidStoreNameError,
-    KeyNotFoundError,
     StoreExistsError,
     StoreNotFoundError,
     UploadTooLargeError,
 )
 from .index import Index, StoreRecord
+from .keytable import OpenStore
 
 __all__ = [
     "NAME_PATTERN",
     "DataDirInUseError",
-    "KeyInfo",
     "OpenStore",
     "Storage",
     "StoreRecord",
@@ -50,6 +56,17 @@ __all__ = [
 #: letter or digit, at most 128 characters. Safe in paths and URLs as they are.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _NAME = re.compile(NAME_PATTERN)
+
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _disk_full(err: BaseException) -> bool:
+    """Whether ``err`` says the disk (or the quota) has no room left."""
+    if isinstance(err, OSError):
+        return err.errno in _DISK_FULL_ERRNOS
+    if isinstance(err, sqlite3.Error):
+        return getattr(err, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    return False
 
 
 class DataDirInUseError(RuntimeError):
@@ -74,43 +91,25 @@ class Upload:
     num_keys: int
 
 
-@dataclass(frozen=True, slots=True)
-class KeyInfo:
-    key: str
-    dtype: str
-    length: int
-    size: int
-
-
-class OpenStore:
-    """A parsed, memory-mapped store file and what its header says."""
-
-    def __init__(self, store: kastore.Store) -> None:
-        self.store = store
-        self.keys: tuple[KeyInfo, ...] = tuple(
-            KeyInfo(key, str(info.dtype), info.shape[0], info.size)
-            for key, info in ((key, store.info(key)) for key in store)
-        )
-        self.position = {entry.key: i for i, entry in enumerate(self.keys)}
-        #: Encoded answers derived from this content, filled by whoever needs them.
-        self.cache: dict[object, bytes] = {}
-
-    def array(self, name: str, key: str) -> np.ndarray:
-        try:
-            return self.store[key]
-        except KeyError:
-            raise KeyNotFoundError(name, key) from None
-
-
 class Storage:
     """The stores of one data directory."""
 
-    def __init__(self, data_dir: Path, *, open_stores: int = 128, fsync: bool = True) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        open_stores: int = 128,
+        cache_bytes: int = 256 << 20,
+        fsync: bool = True,
+    ) -> None:
         self.data_dir = data_dir
         self._blobs = BlobDir(data_dir)
         self._open_limit = open_stores
+        self._cache_limit = cache_bytes
         self._fsync = fsync
         self._open: OrderedDict[str, OpenStore] = OrderedDict()
+        self._cached_bytes = 0
+        self._opening: dict[str, asyncio.Future[OpenStore]] = {}
         # Publishing and removing blobs must not interleave with index changes.
         self._lock = asyncio.Lock()
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -118,11 +117,11 @@ class Storage:
         self._blobs.prepare()
         self._index = Index(data_dir / "index.sqlite3")
         self._collect_garbage()
+        self._blobs.keep_reserve()
 
     def close(self) -> None:
-        for opened in self._open.values():
-            opened.store.close()
         self._open.clear()
+        self._cached_bytes = 0
         self._index.close()
         os.close(self._owner)
 
@@ -142,21 +141,64 @@ class Storage:
     def page(self, *, offset: int, limit: int) -> tuple[list[StoreRecord], int]:
         return self._index.page(offset=offset, limit=limit), self._index.count()
 
-    def open(self, record: StoreRecord) -> OpenStore:
-        """The parsed file of a store, from the cache or mapped now."""
-        opened = self._open.get(record.sha256)
+    async def open(self, record: StoreRecord) -> OpenStore:
+        """The parsed file of a store, from the cache or parsed now in a worker thread.
+
+        Requests for a file being parsed wait for that one parse.
+        """
+        sha256 = record.sha256
+        opened = self._open.get(sha256)
         if opened is not None:
-            self._open.move_to_end(record.sha256)
+            self._open.move_to_end(sha256)
             return opened
+        pending = self._opening.get(sha256)
+        if pending is None:
+            path = self._blobs.path(sha256)
+            pending = asyncio.ensure_future(asyncio.to_thread(OpenStore.load, path, sha256))
+            self._opening[sha256] = pending
+            pending.add_done_callback(self._parsed)
         try:
-            opened = OpenStore(kastore.load(self._blobs.path(record.sha256)))
+            return await asyncio.shield(pending)
         except FileNotFoundError:  # deleted since the record was read
             raise StoreNotFoundError(record.name) from None
-        self._open[record.sha256] = opened
-        while len(self._open) > self._open_limit:
+
+    def _parsed(self, done: asyncio.Future[OpenStore]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            self._opening = {sha: f for sha, f in self._opening.items() if f is not done}
+            return
+        opened = done.result()
+        self._opening.pop(opened.sha256, None)
+        if opened.sha256 not in self._open:
+            self._open[opened.sha256] = opened
+            self._cached_bytes += opened.cost
+            self._evict()
+
+    async def key_page(self, opened: OpenStore, *, offset: int, limit: int) -> list[bytes]:
+        """A page of the key listing (see ``OpenStore.build_page``), built once."""
+        pieces = opened.cached_page(offset, limit)
+        if pieces is None:
+            pieces = await asyncio.to_thread(opened.build_page, offset, limit)
+            if self._open.get(opened.sha256) is opened:
+                self._cached_bytes += opened.keep_page(offset, limit, pieces)
+                self._evict()
+        return pieces
+
+    def _evict(self) -> None:
+        """Drop the least recently used stores until the cache fits its limits."""
+        while len(self._open) > 1 and (
+            self._cached_bytes > self._cache_limit or len(self._open) > self._open_limit
+        ):
             _, evicted = self._open.popitem(last=False)
-            evicted.store.close()
-        return opened
+            self._cached_bytes -= evicted.cost
+        if self._cached_bytes > self._cache_limit:
+            # One store larger than the limit: keep it parsed, not its pages.
+            for opened in self._open.values():
+                self._cached_bytes -= opened.drop_pages()
+
+    @property
+    def cached_bytes(self) -> int:
+        """What the parsed stores in the cache hold, in bytes."""
+        return self._cached_bytes
 
     def map_file(self, record: StoreRecord) -> memoryview:
         """The store's whole file, memory-mapped read-only."""
@@ -169,14 +211,28 @@ class Storage:
         finally:
             os.close(fd)  # the map holds the file by itself
 
-    def healthy(self) -> bool:
-        """Whether the data directory can be written and the index read."""
+    def index_readable(self) -> bool:
         try:
-            self._blobs.create_temp().discard()
             self._index.count()
-        except Exception:
+        except sqlite3.Error:
             return False
         return True
+
+    def disk_state(self) -> tuple[bool, int]:
+        """Whether a file can be created in the data directory, and its free bytes.
+
+        Blocking: call it in a worker thread.
+        """
+        try:
+            self._blobs.create_temp().discard()
+            writable = True
+        except OSError:
+            writable = False
+        try:
+            stats = os.statvfs(self.data_dir)
+        except OSError:
+            return False, 0
+        return writable, stats.f_bavail * stats.f_frsize
 
     # Writing
 
@@ -189,20 +245,28 @@ class Storage:
         Raises:
             UploadTooLargeError: more than ``max_bytes`` arrived.
             InvalidStoreFileError: the body is not a valid kastore file.
+            InsufficientStorageError: the disk is full.
         """
-        temp = self._blobs.create_temp()
+        try:
+            temp = self._blobs.create_temp()
+        except OSError as err:
+            raise _disk_error(err) from None
         try:
             try:
                 await temp.write_all(body, limit=max_bytes)
+                num_keys = await asyncio.to_thread(_validate, temp.path)
+                if self._fsync:
+                    await temp.sync()
             except OverflowError:
                 raise UploadTooLargeError(max_bytes) from None
-            num_keys = await asyncio.to_thread(_validate, temp.path)
-            if self._fsync:
-                await temp.sync()
+            except OSError as err:
+                raise _disk_error(err) from None
             temp.close()
             yield Upload(temp, num_keys)
         finally:
-            temp.discard()
+            # A large file takes a while to unlink; a cancelled request still
+            # removes it (the await runs once the cancellation has been raised).
+            await asyncio.shield(asyncio.to_thread(temp.discard))
 
     async def publish(
         self, name: str, upload: Upload, *, replace: bool
@@ -210,38 +274,94 @@ class Storage:
         """Point ``name`` at a received upload; return the record and whether the name is new.
 
         Raises:
-            InvalidStoreNameError, StoreExistsError (when not ``replace``).
+            InvalidStoreNameError, StoreExistsError (when not ``replace``),
+            InsufficientStorageError (nothing is kept).
         """
         check_name(name)
         temp = upload.temp
-        async with self._lock:
-            # The index decides, in one transaction, whether the name is free.
-            self._blobs.publish(temp)
-            new, old = self._index.put(
-                name, temp.sha256, temp.size, upload.num_keys, replace=replace
-            )
-            if new is None:
-                self._release(temp.sha256)
-                raise StoreExistsError(name)
-            if old is not None and old.sha256 != new.sha256:
-                self._release(old.sha256)
-            return new, old is None
+        doomed: list[Path] = []
+        try:
+            async with self._lock:
+                try:
+                    self._blobs.publish(temp)
+                except OSError as err:
+                    raise _disk_error(err) from None
+                # The index decides, in one transaction, whether the name is free.
+                try:
+                    new, old = self._index.put(
+                        name, temp.sha256, temp.size, upload.num_keys, replace=replace
+                    )
+                except sqlite3.Error as err:
+                    doomed += self._unpublish(temp.sha256)
+                    if _disk_full(err):
+                        raise InsufficientStorageError() from None
+                    raise
+                if new is None:
+                    doomed += self._unpublish(temp.sha256)
+                    raise StoreExistsError(name)
+                if old is not None and old.sha256 != new.sha256:
+                    doomed += self._unpublish(old.sha256)
+                return new, old is None
+        finally:
+            await self._remove(doomed)
 
     async def delete(self, name: str) -> None:
-        async with self._lock:
-            old = self._index.delete(name)
-            if old is None:
-                raise StoreNotFoundError(name)
-            self._release(old.sha256)
+        """Remove a store; its file goes once no other name points at it.
 
-    def _release(self, sha256: str) -> None:
-        """Remove a blob once no name points at it (downloads in flight keep their bytes)."""
+        Works on a full disk: the reserve gives the index the room it needs.
+        """
+        doomed: list[Path] = []
+        try:
+            async with self._lock:
+                try:
+                    old = self._index.delete(name)
+                except sqlite3.Error as err:
+                    if not _disk_full(err):
+                        raise
+                    self._blobs.free_reserve()
+                    try:
+                        old = self._index.delete(name)
+                    except sqlite3.Error as again:
+                        if _disk_full(again):
+                            raise InsufficientStorageError() from None
+                        raise
+                if old is None:
+                    raise StoreNotFoundError(name)
+                doomed += self._unpublish(old.sha256)
+        finally:
+            await self._remove(doomed)
+
+    def _unpublish(self, sha256: str) -> list[Path]:
+        """Take a blob out of ``blobs/`` once no name points at it; return where it went.
+
+        Moving it is quick and keeps the index and ``blobs/`` in step under
+        the lock; unlinking it, which can take long for a large file, is left
+        to ``_remove``. Downloads in flight keep their bytes until they end.
+        """
         if self._index.references(sha256):
-            return
+            return []
         opened = self._open.pop(sha256, None)
         if opened is not None:
-            opened.store.close()
-        self._blobs.remove(sha256)
+            self._cached_bytes -= opened.cost
+        moved = self._blobs.retire(sha256)
+        return [] if moved is None else [moved]
+
+    async def _remove(self, paths: Iterable[Path]) -> None:
+        """Unlink retired blobs in a worker thread, then take back the reserve."""
+        paths = list(paths)
+
+        def remove() -> None:
+            for path in paths:
+                path.unlink(missing_ok=True)
+            self._blobs.keep_reserve()
+
+        if paths or not self._blobs.has_reserve():
+            await asyncio.shield(asyncio.to_thread(remove))
+
+
+def _disk_error(err: OSError) -> Exception:
+    """The error to answer for a failed write: 507 for a full disk, else the error itself."""
+    return InsufficientStorageError() if _disk_full(err) else err
 
 
 def _claim(data_dir: Path) -> int:

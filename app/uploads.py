@@ -1,11 +1,20 @@
 """Request bodies as streams of pieces: raw, or the file part of a multipart form.
 
 Neither form is ever held whole in memory: pieces go to storage as they
-arrive.
+arrive. Every limit is applied here, as the bytes come:
+
+- a body that stalls (no byte for ``timeout`` seconds) is refused with 408;
+- every byte of a multipart body counts, boundaries, part headers and the
+  text after the last part included: at most the file's limit plus
+  ``FORM_OVERHEAD`` (413 beyond);
+- the headers of each part hold at most ``MAX_PART_HEADER_BYTES``, and a
+  field other than the file at most ``MAX_FIELD_BYTES``; a form holds the file
+  and each documented field at most once, so it has a bounded number of parts.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import PurePosixPath
 
@@ -13,18 +22,32 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from .errors import MalformedUploadError, UnsupportedUploadError, UploadTooLargeError
+from .errors import (
+    MalformedUploadError,
+    RequestTimeoutError,
+    UnsupportedUploadError,
+    UploadTooLargeError,
+)
 
-__all__ = ["FILE_FIELD", "MultipartUpload", "check_declared_size", "is_multipart", "raw_body"]
+__all__ = [
+    "FILE_FIELD",
+    "FORM_OVERHEAD",
+    "MAX_FIELD_BYTES",
+    "MAX_PART_HEADER_BYTES",
+    "MultipartUpload",
+    "check_declared_size",
+    "is_multipart",
+    "raw_body",
+]
 
 #: The form field carrying the file: ``curl -F file=@data.kas``.
 FILE_FIELD = "file"
 #: Other form fields (``name``) are short; anything longer is refused.
-_MAX_FIELD_BYTES = 1024
-
-
+MAX_FIELD_BYTES = 1024
+#: The headers of one part (``Content-Disposition``, ``Content-Type``).
+MAX_PART_HEADER_BYTES = 8 * 1024
 #: What a multipart form may add around its file: boundaries, part headers, a name.
-_FORM_OVERHEAD = 64 * 1024
+FORM_OVERHEAD = 64 * 1024
 
 
 def check_declared_size(request: Request, limit: int) -> None:
@@ -33,7 +56,7 @@ def check_declared_size(request: Request, limit: int) -> None:
     The exact limit on the file's bytes is enforced while they arrive.
     """
     declared = request.headers.get("content-length")
-    allowed = limit + _FORM_OVERHEAD if is_multipart(request) else limit
+    allowed = limit + FORM_OVERHEAD if is_multipart(request) else limit
     if declared is not None and declared.isdigit() and int(declared) > allowed:
         raise UploadTooLargeError(limit)
 
@@ -43,10 +66,26 @@ def is_multipart(request: Request) -> bool:
     return content_type == b"multipart/form-data"
 
 
-async def raw_body(request: Request) -> AsyncIterator[bytes]:
-    async for piece in request.stream():
+async def _received(request: Request, timeout: float) -> AsyncIterator[bytes]:
+    """The body's pieces as they arrive; 408 once none has come for ``timeout`` seconds."""
+    stream = request.stream()
+    while True:
+        try:
+            async with asyncio.timeout(timeout):
+                piece = await anext(stream)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            await stream.aclose()
+            raise RequestTimeoutError.for_body(timeout) from None
         if piece:
             yield piece
+
+
+async def raw_body(request: Request, *, timeout: float) -> AsyncIterator[bytes]:
+    """The body as it arrives (its size is limited where it is stored)."""
+    async for piece in _received(request, timeout):
+        yield piece
 
 
 class MultipartUpload:
@@ -58,7 +97,14 @@ class MultipartUpload:
     else: an unknown or repeated field is refused (415) as soon as it starts.
     """
 
-    def __init__(self, request: Request, *, fields: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        request: Request,
+        *,
+        max_bytes: int,
+        timeout: float,
+        fields: tuple[str, ...] = (),
+    ) -> None:
         _, options = parse_options_header(request.headers.get("content-type"))
         boundary = options.get(b"boundary")
         if not boundary:
@@ -66,6 +112,8 @@ class MultipartUpload:
                 "multipart body without a boundary; send the file with curl -F file=@PATH"
             )
         self._request = request
+        self._max_bytes = max_bytes
+        self._timeout = timeout
         self._allowed = fields
         self.filename: str | None = None
         self.fields: dict[str, str] = {}
@@ -73,6 +121,7 @@ class MultipartUpload:
         self._out: list[bytes] = []
         self._header_field = bytearray()
         self._header_value = bytearray()
+        self._header_bytes = 0
         self._headers: dict[bytes, bytes] = {}
         self._part: str | None = None
         self._part_is_file = False
@@ -91,9 +140,11 @@ class MultipartUpload:
         )
 
     async def pieces(self) -> AsyncIterator[bytes]:
-        async for chunk in self._request.stream():
-            if not chunk:
-                continue
+        received = 0
+        async for chunk in _received(self._request, self._timeout):
+            received += len(chunk)
+            if received > self._max_bytes + FORM_OVERHEAD:
+                raise UploadTooLargeError(self._max_bytes)
             try:
                 self._parser.write(chunk)
             except MultipartParseError as err:
@@ -123,15 +174,26 @@ class MultipartUpload:
 
     def _on_part_begin(self) -> None:
         self._headers = {}
+        self._header_bytes = 0
         self._part = None
         self._part_is_file = False
         self._value = bytearray()
 
     def _on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._count_header(end - start)
         self._header_field += data[start:end]
 
     def _on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._count_header(end - start)
         self._header_value += data[start:end]
+
+    def _count_header(self, size: int) -> None:
+        self._header_bytes += size
+        if self._header_bytes > MAX_PART_HEADER_BYTES:
+            raise MalformedUploadError(
+                f"a part of the form has more than {MAX_PART_HEADER_BYTES} bytes of headers; "
+                f"send the file with curl -F {FILE_FIELD}=@PATH"
+            )
 
     def _on_header_end(self) -> None:
         self._headers[bytes(self._header_field).lower()] = bytes(self._header_value)
@@ -166,9 +228,9 @@ class MultipartUpload:
             self._out.append(data[start:end])
         else:
             self._value += data[start:end]
-            if len(self._value) > _MAX_FIELD_BYTES:
+            if len(self._value) > MAX_FIELD_BYTES:
                 raise UnsupportedUploadError(
-                    f"form field {self._part!r} is longer than {_MAX_FIELD_BYTES} bytes"
+                    f"form field {self._part!r} is longer than {MAX_FIELD_BYTES} bytes"
                 )
 
     def _on_part_end(self) -> None:

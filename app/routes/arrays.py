@@ -9,7 +9,15 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from starlette.convertors import PathConvertor, register_url_convertor
 
 from ..conditional import not_modified, raw_answer
-from ..deps import MAX_QUERY_INT, SettingsDep, StoreName, array_url, open_store
+from ..deps import (
+    MAX_QUERY_INT,
+    SettingsDep,
+    StoreName,
+    array_url,
+    open_store,
+    storage_of,
+    store_url,
+)
 from ..encoders import attachment, json_response
 from ..errors import (
     InvalidRequestError,
@@ -21,7 +29,7 @@ from ..errors import (
     documented,
 )
 from ..formats import Format, choose_format
-from ..models import ArrayData, KeyEntry, KeyList
+from ..models import ArrayData, KeyList
 from . import answer_head
 
 __all__ = ["router"]
@@ -38,39 +46,54 @@ register_url_convertor("anypath", _AnyPath())
 router = APIRouter(prefix="/stores/{name}", tags=["arrays"])
 
 
+#: Keys per page of the key listing: by default, and at most.
+KEYS_PER_PAGE = 1000
+MAX_KEYS_PER_PAGE = 10_000
+
+
 @router.get(
     "/keys",
     summary="List the keys of a store",
     response_model=KeyList,
     responses=documented(StoreNotFoundError, InvalidRequestError),
 )
-async def list_keys(request: Request, name: StoreName) -> Response:
-    """Every key with its dtype, length (elements), size (bytes) and download URL, in file order.
+async def list_keys(
+    request: Request,
+    name: StoreName,
+    offset: Annotated[int, Query(ge=0, le=MAX_QUERY_INT, description="Keys to skip.")] = 0,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_KEYS_PER_PAGE, description="Keys per page.")
+    ] = KEYS_PER_PAGE,
+) -> Response:
+    """Keys with their dtype, length (elements), size (bytes) and download URL, in file order.
+
+    A page at a time (`offset`, `limit`, at most 10,000 keys a page); `next`
+    is the URL of the next page, null on the last, and `total` the number of
+    keys. Pages are served from a cache of the parsed file, kept by content.
 
     ```
     curl http://localhost:8000/stores/sim/keys
+    curl 'http://localhost:8000/stores/sim/keys?offset=1000&limit=1000'
     ```
     """
-    record, opened = open_store(request, name)
-    # Stored files never change: the answer is built once per name and content.
-    cache_key = ("keys", record.name, request.scope.get("root_path", ""))
-    body = opened.cache.get(cache_key)
-    if body is None:
-        listing = KeyList(
-            store=record.name,
-            sha256=record.sha256,
-            keys=[
-                KeyEntry(
-                    key=entry.key,
-                    dtype=entry.dtype,
-                    length=entry.length,
-                    size=entry.size,
-                    url=array_url(request, record.name, entry.key),
-                )
-                for entry in opened.keys
-            ],
+    record, opened = await open_store(request, name)
+    pieces = await storage_of(request).key_page(opened, offset=offset, limit=limit)
+    url = store_url(request, record.name)
+    after = offset + limit
+    next_url = (
+        orjson.dumps(f"{url}/keys?offset={after}&limit={limit}")
+        if after < opened.num_keys
+        else b"null"
+    )
+    body = b"".join(
+        (
+            b'{"store":%s,"sha256":"%s","keys":'
+            % (orjson.dumps(record.name), record.sha256.encode()),
+            orjson.dumps(url)[1:-1].join(pieces),
+            b',"total":%d,"offset":%d,"limit":%d,"next":%s}'
+            % (opened.num_keys, offset, limit, next_url),
         )
-        body = opened.cache[cache_key] = orjson.dumps(listing.model_dump())
+    )
     return Response(body, media_type="application/json")
 
 
@@ -150,8 +173,11 @@ async def download_array(
     curl 'http://localhost:8000/stores/sim/arrays/edges/left?format=json&start=10&stop=20'
     ```
     """
-    record, opened = open_store(request, name)
-    whole = opened.array(record.name, key)
+    record, opened = await open_store(request, name)
+    position = opened.find(key)
+    if position is None:
+        raise KeyNotFoundError(record.name, key)
+    whole = opened.array(position)
     form = choose_format(format, accept)
     sliced = start is not None or stop is not None
     if sliced:
@@ -163,7 +189,7 @@ async def download_array(
     # One strong ETag per representation: stored content never changes.
     etag = '"{}-{}{}{}"'.format(
         record.sha256,
-        opened.position[key],
+        position,
         f":{first}:{end}" if sliced else "",
         "-json" if form == "json" else "",
     )

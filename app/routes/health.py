@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from fastapi import APIRouter
 
-from ..deps import StorageDep
+from ..deps import SettingsDep, StorageDep
 from ..errors import UnhealthyError, documented
 from ..models import Health
 from . import answer_head
@@ -20,16 +21,22 @@ logger = logging.getLogger(__name__)
 @router.get(
     "/healthz",
     summary="Health check",
-    responses=documented(UnhealthyError, descriptions={503: "The data directory is not usable."}),
+    responses=documented(
+        UnhealthyError,
+        descriptions={503: "The data directory is not usable, or is low on space."},
+    ),
 )
-async def healthz(storage: StorageDep) -> Health:
-    """200 when the data directory can be written and the index read; 503 otherwise.
+async def healthz(storage: StorageDep, settings: SettingsDep) -> Health:
+    """200 when the data directory can be written, has space and its index reads; 503 otherwise.
+
+    Low on space means less free than `KASTORE_MIN_FREE_BYTES`.
 
     ```
     curl http://localhost:8000/healthz
     ```
     """
-    if not storage.healthy():
+    writable, free = await asyncio.to_thread(storage.disk_state)
+    if not writable or not storage.index_readable():
         # Where the data lives is the operator's business, not every client's.
         logger.error(
             "unhealthy: the data directory %s cannot be written or its index read",
@@ -38,6 +45,18 @@ async def healthz(storage: StorageDep) -> Health:
         raise UnhealthyError(
             "the data directory cannot be written or its index read; check that it exists, "
             "is writable and has free space (the server's log names it)"
+        )
+    if free < settings.min_free_bytes:
+        logger.error(
+            "unhealthy: the data directory %s has %d bytes free, less than "
+            "KASTORE_MIN_FREE_BYTES (%d)",
+            storage.data_dir.resolve(),
+            free,
+            settings.min_free_bytes,
+        )
+        raise UnhealthyError(
+            f"low on space: {free} bytes free, less than the {settings.min_free_bytes} of "
+            "KASTORE_MIN_FREE_BYTES; delete stores (DELETE /stores/{name}) or add space"
         )
     return Health(status="ok")
 

@@ -143,7 +143,12 @@ async def upload_store(
             "to send the raw file use curl -T PATH /stores/NAME"
         )
     check_declared_size(request, settings.max_upload_bytes)
-    form = MultipartUpload(request, fields=("name",))
+    form = MultipartUpload(
+        request,
+        max_bytes=settings.max_upload_bytes,
+        timeout=settings.body_timeout,
+        fields=("name",),
+    )
     async with storage.receive(form.pieces(), max_bytes=settings.max_upload_bytes) as upload:
         name = form.fields["name"] if "name" in form.fields else _name_from_file(form.stem)
         record, _ = await storage.publish(name, upload, replace=False)
@@ -188,7 +193,13 @@ async def put_store(
     """
     check_name(name)  # before a byte of the body is read
     check_declared_size(request, settings.max_upload_bytes)
-    body = MultipartUpload(request).pieces() if is_multipart(request) else raw_body(request)
+    body = (
+        MultipartUpload(
+            request, max_bytes=settings.max_upload_bytes, timeout=settings.body_timeout
+        ).pieces()
+        if is_multipart(request)
+        else raw_body(request, timeout=settings.body_timeout)
+    )
     async with storage.receive(body, max_bytes=settings.max_upload_bytes) as upload:
         record, created = await storage.publish(name, upload, replace=True)
     if not created:

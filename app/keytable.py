@@ -1,0 +1,201 @@
+"""A stored file, opened for serving: its keys found and listed without a Python object per key.
+
+Stored files were fully validated when they were uploaded and never change,
+so opening one only maps it and reads its descriptors as numpy arrays (views
+of the map): the memory a store holds is its descriptors and keys (mapped
+pages of the file), plus, for a file whose keys are not sorted, one integer
+per key giving their sorted order. A key is found by binary search over the
+keys in the map, and the key listing is built a page at a time, from slices
+of those arrays, and kept encoded.
+"""
+
+from __future__ import annotations
+
+import itertools
+import mmap
+import operator
+import os
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from kastore._format import DTYPES, HEADER, HEADER_SIZE, ITEM_DESCRIPTOR, ITEM_SIZES, MAGIC
+
+__all__ = ["OpenStore", "quote_key"]
+
+_DTYPE_NAMES = [str(dtype).encode() for dtype in DTYPES]
+#: Keys compared at a time when checking whether a file has them sorted.
+_SORT_CHECK_BLOCK = 1 << 16
+#: What a cached object costs besides its bytes (a rough Python object header).
+_OBJECT_COST = 64
+
+
+def quote_key(key: str) -> str:
+    """A key as a path segment: every character but letters, digits and ``_.-~`` encoded."""
+    encoded = quote(key, safe="")
+    if encoded in (".", ".."):  # would be taken as a relative path step
+        encoded = encoded.replace(".", "%2E")
+    return encoded
+
+
+class OpenStore:
+    """A stored file mapped read-only, with its descriptors as arrays.
+
+    Open one with ``OpenStore.load`` in a worker thread: it reads every
+    descriptor once, and sorts the keys if the file did not.
+    """
+
+    def __init__(self, buffer: memoryview, sha256: str) -> None:
+        self.sha256 = sha256
+        self.size = buffer.nbytes
+        magic, _, _, n, file_size = HEADER.unpack_from(buffer)
+        if magic != MAGIC or file_size != self.size:
+            raise ValueError(f"stored file {sha256} is damaged: its header does not match it")
+        self._buffer = buffer
+        descriptors = np.frombuffer(buffer, ITEM_DESCRIPTOR, n, HEADER_SIZE)
+        self.types: npt.NDArray[np.uint8] = descriptors["type"]
+        self.array_starts: npt.NDArray[np.uint64] = descriptors["array_start"]
+        self.array_lens: npt.NDArray[np.uint64] = descriptors["array_len"]
+        self.key_starts: npt.NDArray[np.uint64] = descriptors["key_start"]
+        self.key_lens: npt.NDArray[np.uint64] = descriptors["key_len"]
+        nbytes = self.array_lens * ITEM_SIZES[self.types] if n else np.zeros(0, np.uint64)
+        if n and (
+            int((self.array_starts + nbytes).max()) > self.size
+            or int((self.key_starts + self.key_lens).max()) > self.size
+        ):
+            raise ValueError(f"stored file {sha256} is damaged: an item lies outside it")
+        self.num_keys = int(n)
+        #: Positions of the keys in sorted order, or None when the file has them sorted.
+        self.order: npt.NDArray[np.int64] | None = self._sort_order()
+        #: Encoded key listing pages, by (offset, limit); see ``page``.
+        self.pages: dict[tuple[int, int], list[bytes]] = {}
+        self.page_bytes = 0
+
+    @classmethod
+    def load(cls, path: Path, sha256: str) -> OpenStore:
+        """Map and read the stored file at ``path`` (blocking: call it in a worker thread)."""
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        finally:
+            os.close(fd)  # the map holds the file by itself
+        return cls(memoryview(mapped), sha256)
+
+    @property
+    def cost(self) -> int:
+        """Bytes this store holds: its descriptors and keys, its sort order, its cached pages."""
+        keys = int(self.key_lens.sum()) if self.num_keys else 0
+        order = 0 if self.order is None else self.order.nbytes
+        return (
+            HEADER_SIZE + self.num_keys * ITEM_DESCRIPTOR.itemsize + keys + order + self.page_bytes
+        )
+
+    def _key_bytes(self, i: int) -> bytes:
+        start = int(self.key_starts[i])
+        return bytes(self._buffer[start : start + int(self.key_lens[i])])
+
+    def key(self, i: int) -> str:
+        return self._key_bytes(i).decode("utf-8")
+
+    def _sort_order(self) -> npt.NDArray[np.int64] | None:
+        # Checked a block of keys at a time, so that only a block is ever held.
+        # UTF-8 byte order is code point order, the order writers sort keys in.
+        previous = b""
+        for first in range(0, self.num_keys, _SORT_CHECK_BLOCK):
+            keys = self._keys_between(first, min(self.num_keys, first + _SORT_CHECK_BLOCK))
+            if first and not previous < keys[0]:
+                break
+            if not all(map(operator.lt, keys, itertools.islice(keys, 1, None))):
+                break
+            previous = keys[-1]
+        else:
+            return None
+        keys = self._keys_between(0, self.num_keys)
+        return np.array(sorted(range(self.num_keys), key=keys.__getitem__), dtype=np.int64)
+
+    def _keys_between(self, first: int, stop: int) -> list[bytes]:
+        starts = self.key_starts[first:stop]
+        block = self._buffer
+        return [
+            bytes(block[a:b])
+            for a, b in zip(
+                starts.tolist(), (starts + self.key_lens[first:stop]).tolist(), strict=True
+            )
+        ]
+
+    def find(self, key: str) -> int | None:
+        """The position of ``key`` in the file, or None."""
+        try:
+            wanted = key.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: no stored key has them
+            return None
+        order = self.order
+        low, high = 0, self.num_keys
+        while low < high:
+            middle = (low + high) // 2
+            i = middle if order is None else int(order[middle])
+            found = self._key_bytes(i)
+            if found < wanted:
+                low = middle + 1
+            elif found > wanted:
+                high = middle
+            else:
+                return i
+        return None
+
+    def array(self, i: int) -> np.ndarray:
+        """The array at position ``i``: a read-only view of the mapped file."""
+        return np.frombuffer(
+            self._buffer,
+            dtype=DTYPES[int(self.types[i])],
+            count=int(self.array_lens[i]),
+            offset=int(self.array_starts[i]),
+        )
+
+    def cached_page(self, offset: int, limit: int) -> list[bytes] | None:
+        return self.pages.get((offset, limit))
+
+    def build_page(self, offset: int, limit: int) -> list[bytes]:
+        """Keys ``offset`` to ``offset + limit`` as a JSON list, split where URLs start.
+
+        Joined with the JSON-escaped URL of the store (``/stores/NAME``, after
+        any root path) as separator, the pieces make the list: the store's
+        name is not part of the content, so the pieces serve every name
+        pointing at this content.
+        """
+        stop = min(self.num_keys, offset + limit)
+        if offset >= stop:
+            return [b"[]"]
+        types = self.types[offset:stop]
+        lengths = self.array_lens[offset:stop]
+        sizes = (lengths * ITEM_SIZES[types]).tolist()
+        pieces: list[bytes] = []
+        before = b"["
+        for i, code, length, size in zip(
+            range(offset, stop), types.tolist(), lengths.tolist(), sizes, strict=True
+        ):
+            key = self.key(i)
+            pieces.append(
+                b'%s{"key":%s,"dtype":"%s","length":%d,"size":%d,"url":"'
+                % (before, orjson.dumps(key), _DTYPE_NAMES[code], length, size)
+            )
+            before = b'/arrays/%s"},' % quote_key(key).encode()
+        pieces.append(before[:-1] + b"]")
+        return pieces
+
+    def keep_page(self, offset: int, limit: int, pieces: list[bytes]) -> int:
+        """Keep a built page; return the bytes it adds to ``cost``."""
+        if (offset, limit) in self.pages:
+            return 0
+        self.pages[(offset, limit)] = pieces
+        added = sum(map(len, pieces)) + _OBJECT_COST * (len(pieces) + 1)
+        self.page_bytes += added
+        return added
+
+    def drop_pages(self) -> int:
+        """Forget every kept page; return the bytes freed."""
+        freed, self.pages, self.page_bytes = self.page_bytes, {}, 0
+        return freed
