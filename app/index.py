@@ -89,6 +89,13 @@ class Index:
         (total,) = self._db.execute("SELECT count(*) FROM stores").fetchone()
         return int(total)
 
+    def totals(self) -> tuple[int, int, int]:
+        """Stores, keys and bytes: the number of names, and their files' keys and sizes summed."""
+        row = self._db.execute(
+            "SELECT count(*), coalesce(sum(num_keys), 0), coalesce(sum(size), 0) FROM stores"
+        ).fetchone()
+        return int(row[0]), int(row[1]), int(row[2])
+
     def put(
         self, name: str, sha256: str, size: int, num_keys: int, *, replace: bool
     ) -> tuple[StoreRecord | None, StoreRecord | None]:

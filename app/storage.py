@@ -110,6 +110,9 @@ class Storage:
         self._open: OrderedDict[str, OpenStore] = OrderedDict()
         self._cached_bytes = 0
         self._opening: dict[str, asyncio.Future[OpenStore]] = {}
+        #: Lookups of parsed files answered from the cache, and those that parsed one.
+        self.cache_hits = 0
+        self.cache_misses = 0
         # Publishing and removing blobs must not interleave with index changes.
         self._lock = asyncio.Lock()
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -141,6 +144,10 @@ class Storage:
     def page(self, *, offset: int, limit: int) -> tuple[list[StoreRecord], int]:
         return self._index.page(offset=offset, limit=limit), self._index.count()
 
+    def totals(self) -> tuple[int, int, int]:
+        """How many stores there are, their keys and their bytes, all added up."""
+        return self._index.totals()
+
     async def open(self, record: StoreRecord) -> OpenStore:
         """The parsed file of a store, from the cache or parsed now in a worker thread.
 
@@ -150,7 +157,9 @@ class Storage:
         opened = self._open.get(sha256)
         if opened is not None:
             self._open.move_to_end(sha256)
+            self.cache_hits += 1
             return opened
+        self.cache_misses += 1
         pending = self._opening.get(sha256)
         if pending is None:
             path = self._blobs.path(sha256)
