@@ -106,9 +106,41 @@ class Settings(BaseSettings):
             "X-Forwarded-Proto headers are believed."
         ),
     )
-    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = Field(
-        default="info", description="uvicorn's log level."
+    api_keys_file: Path | None = Field(
+        default=None,
+        description=(
+            "File of API keys, one a line: the key's SHA-256 in hex, then its scopes "
+            "(`read`, `write`, `admin`, comma-separated); `#` starts a comment. "
+            "`python -m app keys create` makes a key and its line."
+        ),
     )
+    api_keys: str = Field(
+        default="",
+        description="API keys as in KASTORE_API_KEYS_FILE, the lines given in the variable itself.",
+    )
+    public_read: bool = Field(
+        default=True, description="Reads need no key; false: reads need a key with `read`."
+    )
+    anonymous_write: bool = Field(
+        default=False,
+        description=(
+            "With no API key configured, accept writes from anyone even when listening on "
+            "another address than loopback."
+        ),
+    )
+    metrics: bool = Field(
+        default=True,
+        description="Count requests and serve them at /metrics (admin scope when keys exist).",
+    )
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = Field(
+        default="info",
+        description="Least severe log lines written, in any case; `info` logs every request.",
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("cors_origins", mode="before")
     @classmethod

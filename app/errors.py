@@ -8,7 +8,7 @@ answers are built from those classes (``documented``), so the two cannot drift.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, MutableMapping, Sequence
 from typing import Any, ClassVar, Self
 
 from fastapi import FastAPI, Request
@@ -21,11 +21,14 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute, Match, Route
 
 __all__ = [
+    "AnonymousWriteRefusedError",
     "BusyError",
     "CrossOriginWriteError",
     "ErrorAnswer",
     "HeadersTooLargeError",
+    "InsufficientScopeError",
     "InsufficientStorageError",
+    "InvalidKeyError",
     "InvalidRequestError",
     "InvalidStoreFileError",
     "InvalidStoreNameError",
@@ -33,6 +36,7 @@ __all__ = [
     "KeyNotFoundError",
     "MalformedUploadError",
     "MethodNotAllowedError",
+    "MissingKeyError",
     "NotAcceptableError",
     "RangeNotSatisfiableError",
     "RequestTimeoutError",
@@ -43,9 +47,11 @@ __all__ = [
     "UnhealthyError",
     "UnsupportedUploadError",
     "UploadTooLargeError",
+    "all_errors",
     "documented",
     "error_body",
     "install_error_handlers",
+    "note_error",
 ]
 
 
@@ -205,6 +211,82 @@ class CrossOriginWriteError(ServiceError):
         return cls("http://evil.example")
 
 
+_KEY_HINT = "send it as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'"
+_REALM = 'Bearer realm="kastore-service"'
+
+
+class MissingKeyError(ServiceError):
+    status_code = 401
+    code = "missing_api_key"
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(
+            f"this needs an API key with the {scope!r} scope; {_KEY_HINT} "
+            "(the server's operator creates keys)",
+            headers={"www-authenticate": _REALM},
+        )
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls("write")
+
+
+class InvalidKeyError(ServiceError):
+    status_code = 401
+    code = "invalid_api_key"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the API key sent is none of this server's keys; check it (a Bearer token or an "
+            "X-API-Key header holding the whole key), or ask the operator for one",
+            headers={"www-authenticate": f'{_REALM}, error="invalid_token"'},
+        )
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls()
+
+
+class AnonymousWriteRefusedError(ServiceError):
+    status_code = 401
+    code = "anonymous_write_refused"
+
+    def __init__(self, host: str, *, forwarded: bool = False) -> None:
+        where = (
+            "the request came through a proxy"
+            if forwarded
+            else f"the server listens on {host}, not on loopback only"
+        )
+        super().__init__(
+            f"writes need an API key: this server has none configured and {where}. "
+            "The operator creates one with `python -m app keys create --scope write` and "
+            "sets KASTORE_API_KEYS or KASTORE_API_KEYS_FILE, then clients "
+            f"{_KEY_HINT.removeprefix('send it as ')}; or sets KASTORE_ANONYMOUS_WRITE=true "
+            "to let anyone write on purpose",
+            headers={"www-authenticate": _REALM},
+        )
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls("0.0.0.0")
+
+
+class InsufficientScopeError(ServiceError):
+    status_code = 403
+    code = "insufficient_scope"
+
+    def __init__(self, granted: str, needed: str) -> None:
+        super().__init__(
+            f"the API key sent has the {granted!r} scope; this needs {needed!r}: use a key "
+            f"with {needed!r} (or a wider scope: read < write < admin)",
+            headers={"www-authenticate": f'{_REALM}, error="insufficient_scope", scope="{needed}"'},
+        )
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls("read", "write")
+
+
 class NotAcceptableError(ServiceError):
     status_code = 406
     code = "not_acceptable"
@@ -362,11 +444,12 @@ class UnhealthyError(ServiceError):
 def _codes() -> str:
     return ", ".join(
         f"`{error.code}` ({error.status_code})"
-        for error in sorted(_all_errors(), key=lambda error: (error.status_code, error.code))
+        for error in sorted(all_errors(), key=lambda error: (error.status_code, error.code))
     )
 
 
-def _all_errors() -> list[type[ServiceError]]:
+def all_errors() -> list[type[ServiceError]]:
+    """Every error class the service answers with."""
     found: list[type[ServiceError]] = []
     pending = [ServiceError]
     while pending:
@@ -428,15 +511,21 @@ def _ordered(methods: Iterable[str]) -> list[str]:
     return sorted(set(methods), key=rank)
 
 
-def _answer(error: ServiceError) -> JSONResponse:
+def note_error(scope: MutableMapping[str, Any], code: str) -> None:
+    """Record the error code a request was answered with, for its log line and metrics."""
+    scope.setdefault("state", {})["error_code"] = code
+
+
+def _answer(error: ServiceError, request: Request) -> JSONResponse:
+    note_error(request.scope, error.code)
     return JSONResponse(
         error_body(error.code, error.detail), status_code=error.status_code, headers=error.headers
     )
 
 
-async def _service_error(_: Request, exc: Exception) -> JSONResponse:
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    return _answer(exc)
+    return _answer(exc, request)
 
 
 def _allowed_methods(routes: Sequence[Route], request: Request) -> list[str]:
@@ -474,9 +563,10 @@ def install_error_handlers(app: FastAPI, *, routes: Sequence[BaseRoute]) -> None
         path, root = request.url.path, request.scope.get("root_path", "")
         if exc.status_code == 405:
             allowed = _allowed_methods(methods_routes, request)
-            return _answer(MethodNotAllowedError(request.method, path, allowed))
+            return _answer(MethodNotAllowedError(request.method, path, allowed), request)
         if exc.status_code == 404:
-            return _answer(RouteNotFoundError(request.method, path, route_list, f"{root}/docs"))
+            error = RouteNotFoundError(request.method, path, route_list, f"{root}/docs")
+            return _answer(error, request)
         return JSONResponse(
             error_body("http_error", str(exc.detail)),
             status_code=exc.status_code,
@@ -489,12 +579,12 @@ def install_error_handlers(app: FastAPI, *, routes: Sequence[BaseRoute]) -> None
     app.add_exception_handler(RequestValidationError, _validation_error)
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     problems = [
         f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
     ]
-    return _answer(InvalidRequestError("; ".join(problems)))
+    return _answer(InvalidRequestError("; ".join(problems)), request)
 
 
 async def _client_gone(_: Request, exc: Exception) -> JSONResponse:

@@ -2,20 +2,58 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 import kastore
 
 from .config import Settings, get_settings
-from .errors import install_error_handlers
+from .errors import all_errors, install_error_handlers
+from .observability import METRICS_MEDIA_TYPE, Metrics, ObservabilityMiddleware
 from .routes import answer_head, arrays, health, stores
-from .storage import Storage
+from .security import (
+    METRICS_PATH,
+    AccessMiddleware,
+    KeyConfigError,
+    KeyRing,
+    describe_access,
+    document_security,
+)
+from .storage import DataDirInUseError, Storage
 
-__all__ = ["create_app"]
+__all__ = ["StartupError", "create_app", "open_storage"]
+
+logger = logging.getLogger("app")
+
+#: Headers a page of another origin may send, and those it may read (KASTORE_CORS_ORIGINS).
+CORS_ALLOW_HEADERS = [
+    "Range",
+    "If-None-Match",
+    "If-Range",
+    "Authorization",
+    "X-API-Key",
+    "X-Request-ID",
+    "Content-Type",
+]
+CORS_EXPOSE_HEADERS = [
+    "ETag",
+    "Content-Range",
+    "Content-Disposition",
+    "Content-Length",
+    "Accept-Ranges",
+    "Location",
+    "X-Request-ID",
+    "X-Kastore-Dtype",
+    "X-Kastore-Length",
+    "X-Kastore-Total-Length",
+]
 
 DESCRIPTION = """
 Store [kastore](https://kastore.readthedocs.io) files — tskit `.trees` files
@@ -32,30 +70,90 @@ origins than this server's (or `KASTORE_CORS_ORIGINS`) are refused with 403.
 """
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the service; ``settings`` default to the environment's."""
-    settings = settings or get_settings()
+class StartupError(Exception):
+    """The server cannot start; the message says why and what to do, in one line."""
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        storage = Storage(
-            settings.data_dir,
+
+def open_storage(settings: Settings) -> Storage:
+    """The storage of ``settings.data_dir``, opened for this process.
+
+    Raises:
+        StartupError: the directory is in use, cannot be written, or its index is unreadable.
+    """
+    data_dir = settings.data_dir
+    try:
+        return Storage(
+            data_dir,
             open_stores=settings.open_stores,
             cache_bytes=settings.cache_bytes,
             fsync=settings.fsync,
         )
-        app.state.storage = storage
+    except DataDirInUseError as err:
+        raise StartupError(str(err)) from None
+    except PermissionError as err:
+        uid = os.getuid()
+        raise StartupError(
+            f"the data directory {data_dir} is not writable by this server (uid {uid}): "
+            f"{err.strerror} on {err.filename or data_dir}; give the directory to uid {uid} "
+            f"(for a host folder mounted into the image at /data: chown -R 10001 FOLDER), "
+            "or run the container as the folder's owner (docker run --user $(id -u):$(id -g))"
+        ) from None
+    except OSError as err:
+        raise StartupError(
+            f"cannot use the data directory {data_dir}: {err.strerror or err} "
+            f"on {err.filename or data_dir}; set KASTORE_DATA_DIR to a writable directory"
+        ) from None
+    except sqlite3.Error as err:
+        raise StartupError(
+            f"cannot read the index {data_dir / 'index.sqlite3'}: {err}; restore it from a "
+            "backup, or move the data directory away and start afresh"
+        ) from None
+
+
+def _error_codes() -> str:
+    """The API description's table of every error code."""
+    by_status: dict[int, list[str]] = {}
+    for error in all_errors():
+        by_status.setdefault(error.status_code, []).append(f"`{error.code}`")
+    rows = [
+        f"| {status} | {', '.join(sorted(codes))} |" for status, codes in sorted(by_status.items())
+    ]
+    return "\n".join(["| Status | Codes |", "| --- | --- |", *rows])
+
+
+def create_app(settings: Settings | None = None, *, storage: Storage | None = None) -> FastAPI:
+    """Build the service; ``settings`` default to the environment's.
+
+    ``storage`` is one already opened for ``settings`` (``python -m app`` opens
+    it first, to report a failure in one line); by default the app opens it at
+    start. Either way the app closes it when it stops.
+
+    Raises:
+        StartupError: the configured API keys cannot be read.
+    """
+    settings = settings or get_settings()
+    try:
+        keys = KeyRing.from_settings(settings)
+    except KeyConfigError as err:
+        raise StartupError(str(err)) from None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        opened = storage or open_storage(settings)
+        app.state.storage = opened
+        logger.log(*describe_access(settings, keys))
         try:
             yield
         finally:
-            storage.close()
+            del app.state.storage
+            opened.close()
 
     app = FastAPIOffline(
         title="kastore-service",
         version=kastore.__version__,
-        description=DESCRIPTION,
+        description=f"{DESCRIPTION}\n## Error codes\n\n{_error_codes()}\n",
         lifespan=lifespan,
-        swagger_ui_parameters={"validatorUrl": None},
+        swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": True},
         openapi_tags=[
             {"name": "stores", "description": "Upload, list, download and delete files."},
             {"name": "arrays", "description": "The keys of a file, and one array at a time."},
@@ -68,7 +166,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in routers:
         app.include_router(router)
     answer_head(app.router)  # the documentation pages
+    metrics = None
+    if settings.metrics:
+        metrics = Metrics(lambda: getattr(app.state, "storage", None))
+        exposition = metrics.exposition
+
+        @app.get(METRICS_PATH, include_in_schema=False)
+        async def prometheus_metrics() -> Response:
+            return Response(exposition(), media_type=METRICS_MEDIA_TYPE)
+
     install_error_handlers(
         app, routes=[route for router in [*routers, app.router] for route in router.routes]
     )
+    document_security(app, settings, keys)
+    # The first added is the innermost: keys are checked inside CORS (so that a
+    # refusal can be read by the page), and every answer is counted and logged.
+    app.add_middleware(AccessMiddleware, settings=settings, keys=keys)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "HEAD", "POST", "PUT", "DELETE"],
+            allow_headers=CORS_ALLOW_HEADERS,
+            expose_headers=CORS_EXPOSE_HEADERS,
+            max_age=600,
+        )
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics, routes=app.router.routes)
     return app
