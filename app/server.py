@@ -23,6 +23,7 @@ import contextlib
 import resource
 from typing import Any
 
+import httptools
 import orjson
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -60,6 +61,10 @@ def raise_open_files_limit() -> None:
         target = 1 << 16 if hard == resource.RLIM_INFINITY else hard
         with contextlib.suppress(ValueError, OSError):  # keep the soft limit we have
             resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), hard))
+
+
+class _Refused(Exception):
+    """Raised in a parser callback to stop parsing a refused request."""
 
 
 def _raw_answer(error: ServiceError) -> bytes:
@@ -106,6 +111,8 @@ def guarded_protocol(settings: Settings) -> type[HttpToolsProtocol]:
             self._app = self.app
             self._in_head = True
             self._head_bytes = 0
+            self._head_exact = 0
+            self._refused = False
             self._head_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -117,13 +124,46 @@ def guarded_protocol(settings: Settings) -> type[HttpToolsProtocol]:
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
+            if self._refused:
+                return
             if self._in_head:
                 self._head_bytes += len(data)
                 self._start_head_timer()
-            super().data_received(data)
-            # Checked after parsing: the piece may also hold the end of the headers.
+            self._unset_keepalive_if_required()
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserUpgrade:
+                if self._should_upgrade():
+                    self.handle_websocket_upgrade()
+                else:
+                    self._unsupported_upgrade_warning()
+            except httptools.HttpParserError:
+                if not self._refused:  # refused already, with its own answer
+                    self.logger.warning("Invalid HTTP request received.")
+                    self.send_400_response("Invalid HTTP request received.")
+                return
+            # Headers not yet whole: httptools gathers them out of sight, so the
+            # bytes that came are what counts.
             if self._in_head and self._head_bytes > max_header_bytes:
                 self._refuse(too_large)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._head_exact = 0
+
+        def on_url(self, url: bytes) -> None:
+            self._count_head(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._count_head(len(name) + len(value) + 4)
+            super().on_header(name, value)
+
+        def _count_head(self, size: int) -> None:
+            self._head_exact += size
+            if self._head_exact > max_header_bytes:
+                self._refuse(too_large)
+                raise _Refused  # stops the parser
 
         def on_headers_complete(self) -> None:
             self._in_head = False
@@ -154,7 +194,8 @@ def guarded_protocol(settings: Settings) -> type[HttpToolsProtocol]:
 
         def _refuse(self, answer: bytes) -> None:
             self._stop_head_timer()
-            self._in_head = False  # nothing more is read from this connection
+            self._in_head = False
+            self._refused = True  # nothing more is read from this connection
             if answer:
                 self.transport.write(answer)
             self.transport.close()
