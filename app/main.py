@@ -175,9 +175,8 @@ def create_app(settings: Settings | None = None, *, storage: Storage | None = No
         async def prometheus_metrics() -> Response:
             return Response(exposition(), media_type=METRICS_MEDIA_TYPE)
 
-    install_error_handlers(
-        app, routes=[route for router in [*routers, app.router] for route in router.routes]
-    )
+    all_routes = [route for router in [*routers, app.router] for route in router.routes]
+    install_error_handlers(app, routes=all_routes)
     document_security(app, settings, keys)
     # The first added is the innermost: keys are checked inside CORS (so that a
     # refusal can be read by the page), and every answer is counted and logged.
@@ -191,5 +190,5 @@ def create_app(settings: Settings | None = None, *, storage: Storage | None = No
             expose_headers=CORS_EXPOSE_HEADERS,
             max_age=600,
         )
-    app.add_middleware(ObservabilityMiddleware, metrics=metrics, routes=app.router.routes)
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics, routes=all_routes)
     return app

@@ -38,7 +38,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute, Match, Route
 
 from .storage import Storage
 
@@ -199,7 +199,7 @@ class ObservabilityMiddleware:
     ) -> None:
         self.app = app
         self.metrics = metrics
-        self.routes = routes
+        self.routes = [route for route in routes if isinstance(route, Route)]
 
     async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
