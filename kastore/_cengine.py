@@ -116,6 +116,16 @@ def load(file: Any, *, key_encoding: str) -> Any:
     """Read one store from ``file`` with the C library (always the whole store)."""
     ext = extension()
     utf8 = _is_utf8(key_encoding)
+    if _files.is_url(file):
+        # The C library reads whole stores: fetch the file whole, then parse it.
+        with _files.open_url(file) as fh:
+            data = fh.readall()
+        store = _store_from(_call(ext.loads, data, utf8), key_encoding)
+        if store._layout.size != len(data):
+            raise FileFormatError(
+                f"bad file size in header: {store._layout.size} bytes, but the file has {len(data)}"
+            )
+        return store
     if _files.is_path(file):
         with open(file, "rb", buffering=0) as fh:
             store = _store_from(_call(ext.load, fh.fileno(), utf8), key_encoding)

@@ -39,6 +39,18 @@ def is_path(file: object) -> TypeGuard[PathArg]:
     return isinstance(file, str | bytes | os.PathLike)
 
 
+def is_url(file: object) -> TypeGuard[str]:
+    """Whether ``file`` is an ``http://`` or ``https://`` URL (read over HTTP, not opened)."""
+    return isinstance(file, str) and file[:8].lower().startswith(("http://", "https://"))
+
+
+def open_url(url: str) -> Any:
+    """A read-only, seekable file object reading ``url`` by HTTP Range requests."""
+    from ._http import HTTPFile  # only loaded by those who read over HTTP
+
+    return HTTPFile(url)
+
+
 def _describe(file: object) -> str:
     return type(file).__name__
 
@@ -135,9 +147,20 @@ def open_source(file: object, *, read_all: bool) -> Iterator[Source]:
 
     Paths are opened (and closed again); descriptors and file objects belong to
     the caller and stay open. With ``read_all`` everything is read as a stream,
-    which for a regular file is one large read.
+    which for a regular file is one large read. An ``http://`` or ``https://``
+    URL is read by Range requests (``_http.HTTPFile``); the store keeps the
+    file open to read its arrays, and it closes when the store is collected.
     """
-    if is_path(file):
+    if is_url(file):
+        fh = open_url(file)
+        try:
+            yield _from_file_object(fh, read_all=read_all)
+        except BaseException:
+            fh.close()
+            raise
+        if read_all:
+            fh.close()
+    elif is_path(file):
         with open(file, "rb") as fh:
             yield _from_file_object(fh, read_all=read_all)
     elif isinstance(file, int) and not isinstance(file, bool):
