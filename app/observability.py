@@ -102,7 +102,8 @@ class Metrics:
     """The service's Prometheus series, in a registry of their own (one per app)."""
 
     def __init__(self, storage: Callable[[], Storage | None]) -> None:
-        disable_created_metrics()  # the *_created series: noise for a counter that starts at 0
+        # The *_created series: noise for counters that start with the process.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         labels = ("route", "method")
         self._requests = Counter(
