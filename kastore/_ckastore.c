@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "kastore.h"
@@ -269,8 +270,53 @@ unsupported(Py_ssize_t index)
 typedef struct {
     const char *key;
     Py_ssize_t key_len;
+    const void *array;
+    size_t array_len;
     int type;
 } Item;
+
+/* Totals at least this large are written with the GIL released, and their
+ * buffers are held until then; smaller ones to a regular file are written
+ * holding the GIL, which spares holding a buffer per array. */
+#define RELEASE_GIL_BYTES (16 << 20)
+
+/* Check values[i] and note where its bytes are; view receives its buffer. */
+static int
+take_value(PyObject *keys, PyObject *values, Py_ssize_t i, Item *item, Py_buffer *view)
+{
+    PyObject *key = PyList_GET_ITEM(keys, i);
+    if (PyUnicode_Check(key)) {
+        item->key = PyUnicode_AsUTF8AndSize(key, &item->key_len);
+        if (item->key == NULL) {
+            return -1;
+        }
+    } else if (PyBytes_Check(key)) {
+        item->key = PyBytes_AS_STRING(key);
+        item->key_len = PyBytes_GET_SIZE(key);
+    } else {
+        unsupported(i);
+        return -1;
+    }
+    if (item->key_len == 0) {
+        unsupported(i);
+        return -1;
+    }
+    if (PyObject_GetBuffer(PyList_GET_ITEM(values, i), view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+        != 0) {
+        PyErr_Clear();
+        unsupported(i);
+        return -1;
+    }
+    item->type = view->ndim == 1 ? type_code(view->format, view->itemsize) : -1;
+    if (item->type < 0) {
+        PyBuffer_Release(view);
+        unsupported(i);
+        return -1;
+    }
+    item->array = view->buf;
+    item->array_len = (size_t) (view->len / view->itemsize);
+    return 0;
+}
 
 static PyObject *
 ckastore_dump(PyObject *Py_UNUSED(module), PyObject *args)
@@ -286,48 +332,43 @@ ckastore_dump(PyObject *Py_UNUSED(module), PyObject *args)
         return NULL;
     }
     PyObject *result = NULL;
+    Py_buffer *views = NULL;
     Py_ssize_t held = 0;
-    Py_buffer *views = PyMem_Calloc((size_t) n + 1, sizeof(Py_buffer));
-    Item *items = PyMem_Calloc((size_t) n + 1, sizeof(Item));
+    Item *items = PyMem_Malloc(((size_t) n + 1) * sizeof(Item));
     FILE *file = NULL;
+    size_t total = 0;
     int ret;
-    if (views == NULL || items == NULL) {
+    if (items == NULL) {
         PyErr_NoMemory();
         goto out;
     }
     /* Everything is checked before anything is written: a value this cannot
-     * take raises Unsupported with nothing written, and the caller retries. */
+     * take raises Unsupported with nothing written, and the caller retries.
+     * While the GIL is held no other thread can free or resize a value (the
+     * list holds them), so each buffer is let go as soon as it is noted. */
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *key = PyList_GET_ITEM(keys, i);
-        Item *item = &items[i];
-        if (PyUnicode_Check(key)) {
-            item->key = PyUnicode_AsUTF8AndSize(key, &item->key_len);
-            if (item->key == NULL) {
+        Py_buffer view;
+        if (take_value(keys, values, i, &items[i], &view) != 0) {
+            goto out;
+        }
+        total += (size_t) view.len;
+        PyBuffer_Release(&view);
+    }
+    /* A pipe or socket may wait on a reader in another thread of this process,
+     * which needs the GIL: only a regular file is written holding it. */
+    struct stat st;
+    int release_gil = total >= RELEASE_GIL_BYTES || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode);
+    if (release_gil) {
+        /* Other threads will run while writing: hold every buffer until done. */
+        views = PyMem_Calloc((size_t) n + 1, sizeof(Py_buffer));
+        if (views == NULL) {
+            PyErr_NoMemory();
+            goto out;
+        }
+        for (; held < n; held++) {
+            if (take_value(keys, values, held, &items[held], &views[held]) != 0) {
                 goto out;
             }
-        } else if (PyBytes_Check(key)) {
-            item->key = PyBytes_AS_STRING(key);
-            item->key_len = PyBytes_GET_SIZE(key);
-        } else {
-            unsupported(i);
-            goto out;
-        }
-        if (item->key_len == 0) {
-            unsupported(i);
-            goto out;
-        }
-        Py_buffer *view = &views[i];
-        if (PyObject_GetBuffer(PyList_GET_ITEM(values, i), view,
-                PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
-            PyErr_Clear();
-            unsupported(i);
-            goto out;
-        }
-        held = i + 1;
-        item->type = view->ndim == 1 ? type_code(view->format, view->itemsize) : -1;
-        if (item->type < 0) {
-            unsupported(i);
-            goto out;
         }
     }
     file = stream_on(fd, "wb");
@@ -338,11 +379,11 @@ ckastore_dump(PyObject *Py_UNUSED(module), PyObject *args)
     errno = 0;
     ret = kastore_openf(&store, file, "w", 0);
     for (Py_ssize_t i = 0; ret == 0 && i < n; i++) {
-        ret = kastore_put(&store, items[i].key, (size_t) items[i].key_len, views[i].buf,
-            (size_t) (views[i].len / views[i].itemsize), items[i].type, KAS_BORROWS_ARRAY);
+        ret = kastore_put(&store, items[i].key, (size_t) items[i].key_len, items[i].array,
+            items[i].array_len, items[i].type, KAS_BORROWS_ARRAY);
     }
     /* kastore_close writes the file (in write mode), then frees the store. */
-    Py_BEGIN_ALLOW_THREADS
+    PyThreadState *state = release_gil ? PyEval_SaveThread() : NULL;
     int closed = kastore_close(&store);
     if (ret == 0) {
         ret = closed;
@@ -350,7 +391,9 @@ ckastore_dump(PyObject *Py_UNUSED(module), PyObject *args)
     if (ret == 0 && fflush(file) != 0) {
         ret = KAS_ERR_IO;
     }
-    Py_END_ALLOW_THREADS
+    if (state != NULL) {
+        PyEval_RestoreThread(state);
+    }
     if (ret != 0) {
         raise_kas(ret);
         goto out;
