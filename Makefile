@@ -27,8 +27,13 @@ run: $(VENV)/.run-installed
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest
 
-bench: $(VENV)/.test-installed
-	$(BIN)/python benchmarks/codec_bench.py
+# The reference kastore, installed aside (not into the venv) as the codec's baseline.
+REFERENCE := .bench/reference
+$(REFERENCE)/kastore: | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --target $(REFERENCE) kastore==0.3.6
+
+bench: $(VENV)/.test-installed $(REFERENCE)/kastore
+	$(BIN)/python benchmarks/codec_bench.py --reference $(REFERENCE)
 	$(BIN)/python benchmarks/service_bench.py
 
 lint: $(VENV)/.test-installed
@@ -40,4 +45,4 @@ container-test:
 	bash tests/container/run.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .bench .pytest_cache .mypy_cache .ruff_cache
