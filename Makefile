@@ -24,7 +24,13 @@ $(VENV)/.test-installed: pyproject.toml $(C_SOURCES) | $(BIN)/python
 run: $(VENV)/.run-installed
 	$(BIN)/python -m app
 
-test: $(VENV)/.test-installed
+# The browser tests drive Debian's Chromium through playwright; no browser is downloaded.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+test: $(VENV)/.test-installed $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 # The reference kastore, installed aside (not into the venv) as the codec's baseline.
