@@ -1,0 +1,124 @@
+"""Uploads through Swagger UI (/docs) in headless Chromium, as a person would click them."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Locator, Page
+
+from app.security import hash_key
+
+from ._browser import chromium
+from ._server import Server
+
+pytestmark = pytest.mark.e2e
+
+KEY = "swagger-writer-key"
+UPLOAD_OPERATION = "#operations-stores-upload_store_stores_post"
+PUT_OPERATION = "#operations-stores-put_store_stores__name__put"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium() as launched:
+        yield launched
+
+
+def _server(tmp_path: Path, env: dict[str, str]) -> Iterator[Server]:
+    server = Server(tmp_path / "data", tmp_path / "server.log", env=env)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def open_server(tmp_path: Path) -> Iterator[Server]:
+    yield from _server(tmp_path, {})
+
+
+@pytest.fixture
+def keyed_server(tmp_path: Path) -> Iterator[Server]:
+    yield from _server(tmp_path, {"KASTORE_API_KEYS": f"{hash_key(KEY)} write"})
+
+
+def _docs(browser: Browser, server: Server) -> Page:
+    page = browser.new_page()
+    page.goto(f"{server.client.base_url}/docs")
+    return page
+
+
+def _try_it_out(page: Page, operation: str) -> Locator:
+    block = page.locator(operation)
+    block.wait_for()
+    block.locator(".opblock-summary-control").click()
+    block.locator("button.try-out__btn").click()
+    return block
+
+
+def _execute(block: Locator) -> str:
+    """Click Execute; the status Swagger UI shows for the answer."""
+    block.locator("button.execute").click()
+    status = block.locator(".live-responses-table tbody .response-col_status").first
+    status.wait_for(timeout=15_000)
+    return status.inner_text().strip()
+
+
+def _stored(server: Server, name: str) -> str:
+    answer = server.client.get(f"/stores/{name}")
+    assert answer.status_code == 200, answer.text
+    sha256: str = answer.json()["sha256"]
+    return sha256
+
+
+def test_a_file_uploads_through_the_docs_file_picker(
+    browser: Browser, open_server: Server, tskit_file: Path
+) -> None:
+    page = _docs(browser, open_server)
+    block = _try_it_out(page, UPLOAD_OPERATION)
+    block.locator("input[type=file]").set_input_files(str(tskit_file))
+    name = block.locator("input[placeholder=name]")
+    name.fill("from-the-docs")
+    assert _execute(block) == "201"
+    assert "from-the-docs" in block.locator(".live-responses-table .microlight").first.inner_text()
+    assert (
+        _stored(open_server, "from-the-docs") == hashlib.sha256(tskit_file.read_bytes()).hexdigest()
+    )
+
+
+def test_a_binary_body_uploads_through_put(
+    browser: Browser, open_server: Server, tskit_file: Path
+) -> None:
+    page = _docs(browser, open_server)
+    block = _try_it_out(page, PUT_OPERATION)
+    block.locator("tr[data-param-name=name] input").fill("put-from-docs")
+    block.locator("input[type=file]").set_input_files(str(tskit_file))
+    assert _execute(block) == "201"
+    assert (
+        _stored(open_server, "put-from-docs") == hashlib.sha256(tskit_file.read_bytes()).hexdigest()
+    )
+
+
+def test_authorize_sends_the_key_with_the_upload(
+    browser: Browser, keyed_server: Server, tskit_file: Path
+) -> None:
+    page = _docs(browser, keyed_server)
+    block = _try_it_out(page, UPLOAD_OPERATION)
+    block.locator("input[type=file]").set_input_files(str(tskit_file))
+    block.locator("input[placeholder=name]").fill("refused")
+    assert _execute(block) == "401"  # no key yet
+    page.locator(".auth-wrapper button.authorize").click()
+    dialog = page.locator(".modal-ux")
+    dialog.locator("input").first.fill(KEY)
+    dialog.locator("button.modal-btn.authorize").first.click()
+    dialog.locator("button.btn-done").first.click()
+    block.locator("input[placeholder=name]").fill("authorized")
+    assert _execute(block) == "201"
+    assert keyed_server.client.get("/stores/refused").status_code == 404
+    assert (
+        _stored(keyed_server, "authorized") == hashlib.sha256(tskit_file.read_bytes()).hexdigest()
+    )
