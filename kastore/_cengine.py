@@ -72,7 +72,7 @@ def _is_utf8(key_encoding: str) -> bool:
     return codecs.lookup(key_encoding).name == "utf-8"
 
 
-def _store_from(parts: tuple[Any, ...], key_encoding: str) -> Any:
+def _store_from(parts: tuple[Any, ...], key_encoding: str, *, owns_map: bool = False) -> Any:
     from ._reader import Store, _check_unique, _Layout
 
     data, keys, types, offsets, lengths, size = parts
@@ -89,7 +89,10 @@ def _store_from(parts: tuple[Any, ...], key_encoding: str) -> Any:
         array_starts=np.frombuffer(offsets, np.uint64),
         array_lens=np.frombuffer(lengths, np.uint64),
     )
-    return Store(memoryview(data).toreadonly(), layout, keys_checked=True)
+    view = memoryview(data).toreadonly()
+    if owns_map:
+        view = view[:size]
+    return Store(view, layout, owns_map=owns_map, keys_checked=True)
 
 
 def _call(function: Any, *args: Any) -> Any:
@@ -112,8 +115,30 @@ def _fileno(file: Any, needs: str) -> int:
     return int(fileno())
 
 
-def load(file: Any, *, key_encoding: str) -> Any:
-    """Read one store from ``file`` with the C library (always the whole store)."""
+def _is_regular(fd: int) -> bool:
+    return stat.S_ISREG(os.fstat(fd).st_mode)
+
+
+def _load_fd(fd: int, utf8: bool, key_encoding: str, *, read_all: bool) -> Any:
+    """One store from ``fd``'s position, which is left just after it.
+
+    From a regular file, unless ``read_all``, the C library reads and checks
+    the header, descriptors and keys only, and the arrays are views of a map
+    of the file, as with the Python engine. Otherwise the whole store is read.
+    """
+    if read_all or not _is_regular(fd):
+        return _store_from(_call(extension().load, fd, utf8), key_encoding)
+    position = os.lseek(fd, 0, os.SEEK_CUR)
+    parts = _call(extension().load, fd, utf8, True)
+    size = parts[5]
+    mapped = _files.MappableFile(
+        fd=fd, offset=position, size=position + size, seek=lambda _: None
+    ).map()
+    return _store_from((mapped, *parts[1:]), key_encoding, owns_map=True)
+
+
+def load(file: Any, *, read_all: bool, key_encoding: str) -> Any:
+    """Read one store from ``file`` with the C library."""
     ext = extension()
     utf8 = _is_utf8(key_encoding)
     if _files.is_url(file):
@@ -128,7 +153,7 @@ def load(file: Any, *, key_encoding: str) -> Any:
         return store
     if _files.is_path(file):
         with open(file, "rb", buffering=0) as fh:
-            store = _store_from(_call(ext.load, fh.fileno(), utf8), key_encoding)
+            store = _load_fd(fh.fileno(), utf8, key_encoding, read_all=read_all)
             size = os.fstat(fh.fileno()).st_size
         if store._layout.size != size:
             raise FileFormatError(
@@ -136,7 +161,7 @@ def load(file: Any, *, key_encoding: str) -> Any:
             )
         return store
     if isinstance(file, int) and not isinstance(file, bool):
-        return _store_from(_call(ext.load, file, utf8), key_encoding)
+        return _load_fd(file, utf8, key_encoding, read_all=read_all)
     fd = _fileno(file, "read")
     try:
         position = file.tell() if file.seekable() else None
@@ -146,11 +171,11 @@ def load(file: Any, *, key_encoding: str) -> Any:
         # A buffered file object may have read ahead of its position: read from
         # the position, then put the object itself just after the store.
         os.lseek(fd, position, os.SEEK_SET)
-        store = _store_from(_call(ext.load, fd, utf8), key_encoding)
+        store = _load_fd(fd, utf8, key_encoding, read_all=read_all)
         file.seek(position + store._layout.size)
         return store
     if isinstance(file, io.RawIOBase):
-        return _store_from(_call(ext.load, fd, utf8), key_encoding)
+        return _load_fd(fd, utf8, key_encoding, read_all=read_all)
     # A buffered stream that cannot seek (a pipe): its buffer may hold bytes
     # the descriptor has already given up, so read the store through it.
     stream = _files.Stream(read=file.read)

@@ -1,11 +1,13 @@
 /*
  * _ckastore: the C engine's Python extension, a thin layer over kastore.c.
  *
- * load(fd, utf8_keys) reads one store from a file descriptor's position and
- * returns (data, keys, types, offsets, lengths, size): data exports the bytes
- * after the header as a read-only buffer, which the Python side wraps in a
- * Store; offsets are relative to that buffer. Keys are str when utf8_keys is
- * true, bytes otherwise.
+ * load(fd, utf8_keys, lazy=False) reads one store from a file descriptor's
+ * position and returns (data, keys, types, offsets, lengths, size): data
+ * exports the bytes after the header as a read-only buffer, which the Python
+ * side wraps in a Store; offsets are relative to that buffer. Keys are str when
+ * utf8_keys is true, bytes otherwise. With lazy (a regular file), only the
+ * header, descriptors and keys are read and checked: data is None and the
+ * offsets are from the start of the store, for the caller to map the file.
  *
  * loads(buffer) does the same from bytes in memory.
  *
@@ -109,7 +111,7 @@ static PyTypeObject StoreDataType = {
 
 /* Read one store from file into a new StoreData and describe it. */
 static PyObject *
-load_from(FILE *file, int utf8_keys)
+load_from(FILE *file, int utf8_keys, int lazy)
 {
     StoreData *data = PyObject_New(StoreData, &StoreDataType);
     if (data == NULL) {
@@ -120,7 +122,7 @@ load_from(FILE *file, int utf8_keys)
     data->size = 0;
     int ret;
     errno = 0;
-    Py_BEGIN_ALLOW_THREADS ret = kastore_openf(&data->store, file, "r", KAS_READ_ALL);
+    Py_BEGIN_ALLOW_THREADS ret = kastore_openf(&data->store, file, "r", lazy ? 0 : KAS_READ_ALL);
     Py_END_ALLOW_THREADS
     /* Everything is read: the store never touches the stream again. */
     data->store.file = NULL;
@@ -153,13 +155,20 @@ load_from(FILE *file, int utf8_keys)
         }
         PyList_SET_ITEM(keys, (Py_ssize_t) i, key);
         type_out[i] = (char) item->type;
-        offset = (uint64_t) ((const char *) item->array - data->start);
+        offset = lazy ? (uint64_t) item->array_start
+                      : (uint64_t) ((const char *) item->array - data->start);
         length = (uint64_t) item->array_len;
         memcpy(PyBytes_AS_STRING(offsets) + 8 * i, &offset, 8);
         memcpy(PyBytes_AS_STRING(lengths) + 8 * i, &length, 8);
     }
-    return Py_BuildValue("(NNNNNK)", (PyObject *) data, keys, types, offsets, lengths,
-        (unsigned long long) store->file_size);
+    unsigned long long size = (unsigned long long) store->file_size;
+    if (lazy) {
+        /* Only the layout was read: the caller maps the file for the arrays. */
+        Py_DECREF(data);
+        Py_INCREF(Py_None);
+        return Py_BuildValue("(NNNNNK)", Py_None, keys, types, offsets, lengths, size);
+    }
+    return Py_BuildValue("(NNNNNK)", (PyObject *) data, keys, types, offsets, lengths, size);
 fail:
     Py_XDECREF(keys);
     Py_XDECREF(types);
@@ -172,8 +181,8 @@ fail:
 static PyObject *
 ckastore_load(PyObject *Py_UNUSED(module), PyObject *args)
 {
-    int fd, utf8_keys;
-    if (!PyArg_ParseTuple(args, "ip", &fd, &utf8_keys)) {
+    int fd, utf8_keys, lazy = 0;
+    if (!PyArg_ParseTuple(args, "ip|p", &fd, &utf8_keys, &lazy)) {
         return NULL;
     }
     FILE *file = stream_on(fd, "rb");
@@ -183,7 +192,7 @@ ckastore_load(PyObject *Py_UNUSED(module), PyObject *args)
     /* Unbuffered: read exactly the store's bytes and not one more, so the
      * descriptor is left just after it (stores back to back, pipes). */
     setvbuf(file, NULL, _IONBF, 0);
-    PyObject *result = load_from(file, utf8_keys);
+    PyObject *result = load_from(file, utf8_keys, lazy);
     fclose(file);
     return result;
 }
@@ -204,7 +213,7 @@ ckastore_loads(PyObject *Py_UNUSED(module), PyObject *args)
         if (file == NULL) {
             PyErr_SetFromErrno(PyExc_OSError);
         } else {
-            result = load_from(file, utf8_keys);
+            result = load_from(file, utf8_keys, 0);
             fclose(file);
         }
     }

@@ -392,9 +392,10 @@ def load(
     data and has no such tie to the file.
         key_encoding: the encoding of the keys.
         engine: ``"python"`` (``PY_ENGINE``) or ``"c"`` (``C_ENGINE``), which
-            reads the whole store into memory with the C library, from a path
-            or anything with a ``fileno()``, and raises ``RuntimeError`` if
-            this installation was built without a C compiler.
+            reads with the C library from a path or anything with a
+            ``fileno()`` (a regular file's arrays are mapped, as here; other
+            sources are read whole), and raises ``RuntimeError`` if this
+            installation was built without a C compiler.
 
     Returns:
         A read-only mapping of keys to read-only numpy arrays.
@@ -410,7 +411,9 @@ def load(
         from . import _cengine
 
         _cengine.extension()
-        return _cengine.load(file, key_encoding=key_encoding)  # type: ignore[no-any-return]
+        return _cengine.load(  # type: ignore[no-any-return]
+            file, read_all=read_all, key_encoding=key_encoding
+        )
     exact = _files.is_path(file)
     with _files.open_source(file, read_all=read_all) as source:
         if isinstance(source, _files.MappableFile):

@@ -100,3 +100,18 @@ def test_importing_the_main_module_runs_nothing() -> None:
         check=True,
     )
     assert result.stdout == "imported\n"
+
+
+@pytest.mark.parametrize(("read_all", "mapped"), [(False, True), (True, False)])
+def test_the_c_engine_maps_a_regular_file_unless_read_all(
+    tmp_path: Path, read_all: bool, mapped: bool
+) -> None:
+    import mmap
+
+    path = tmp_path / "x.kas"
+    kastore.dump({"x": np.arange(1000.0)}, path)
+    with kastore.load(path, read_all=read_all, engine="c") as store:
+        base = store["x"].base
+        assert isinstance(base, memoryview)
+        assert isinstance(base.obj, mmap.mmap) is mapped
+        assert store["x"][-1] == 999.0
