@@ -23,6 +23,7 @@ import itertools
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import AsyncIterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -128,6 +129,7 @@ class TempBlob:
         self.size = 0
         self._hash = hashlib.sha256()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload")
+        self._closing = threading.Lock()
 
     @property
     def sha256(self) -> str:
@@ -177,14 +179,15 @@ class TempBlob:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._sync)
 
     def close(self) -> None:
-        """Close the file (keeping it on disk) and the worker thread."""
+        """Close the file (keeping it on disk) and the worker thread; from any thread."""
         self._executor.shutdown(wait=True)
-        fd, self.fd = self.fd, -1
+        with self._closing:  # a descriptor is closed once, never one reused since
+            fd, self.fd = self.fd, -1
         if fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
     def discard(self) -> None:
-        """Close and delete the file."""
+        """Close and delete the file; from any thread, as often as needed."""
         self.close()
         self.path.unlink(missing_ok=True)

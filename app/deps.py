@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Annotated, NamedTuple
 
 from fastapi import Depends, Path, Request
 
 from .config import Settings
+from .errors import InvalidRequestError
 from .index import StoreRecord
 from .keytable import quote_key
 from .storage import OpenStore, Storage
@@ -23,6 +26,7 @@ __all__ = [
     "get_settings",
     "get_storage",
     "open_store",
+    "query_int",
     "storage_of",
     "store_url",
 ]
@@ -57,6 +61,27 @@ StoreName = Annotated[str, Path(description="The store's name.")]
 #: The largest value of an integer query parameter: the largest signed 64-bit
 #: integer, as far as SQLite's and numpy's indices go.
 MAX_QUERY_INT = 2**63 - 1
+
+
+def query_int(query: Mapping[str, str], name: str, *, default: int, ge: int, le: int) -> int:
+    """An integer query parameter in ``[ge, le]``, checked as FastAPI checks declared ones.
+
+    For handlers that read their parameters themselves; the errors read the
+    same as for declared parameters (422, ``query.NAME: ...``).
+    """
+    text = query.get(name)
+    if text is None:
+        return default
+    text = text.strip()
+    if not re.fullmatch(r"[+-]?\d{1,30}", text):
+        problem = "Input should be a valid integer, unable to parse string as an integer"
+        raise InvalidRequestError(f"query.{name}: {problem}")
+    value = int(text)
+    if value < ge:
+        raise InvalidRequestError(f"query.{name}: Input should be greater than or equal to {ge}")
+    if value > le:
+        raise InvalidRequestError(f"query.{name}: Input should be less than or equal to {le}")
+    return value
 
 
 async def get_record(storage: StorageDep, name: StoreName) -> StoreRecord:

@@ -273,9 +273,15 @@ class Storage:
             temp.close()
             yield Upload(temp, num_keys)
         finally:
-            # A large file takes a while to unlink; a cancelled request still
-            # removes it (the await runs once the cancellation has been raised).
-            await asyncio.shield(asyncio.to_thread(temp.discard))
+            # A large file takes a while to unlink: a worker thread does it.
+            removal = asyncio.ensure_future(asyncio.to_thread(temp.discard))
+            try:
+                await asyncio.shield(removal)
+            except asyncio.CancelledError:
+                # Cancelled again, as at shutdown: finish here, or the file
+                # could outlive the process.
+                temp.discard()
+                raise
 
     async def publish(
         self, name: str, upload: Upload, *, replace: bool

@@ -15,6 +15,7 @@ from ..deps import (
     StoreName,
     array_url,
     open_store,
+    query_int,
     storage_of,
     store_url,
 )
@@ -51,20 +52,47 @@ KEYS_PER_PAGE = 1000
 MAX_KEYS_PER_PAGE = 10_000
 
 
+#: The key listing's parameters, read by the handler itself (see ``list_keys``).
+_KEYS_PARAMETERS: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "name",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "title": "Name"},
+            "description": "The store's name.",
+        },
+        {
+            "name": "offset",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_QUERY_INT, "default": 0},
+            "description": "Keys to skip.",
+        },
+        {
+            "name": "limit",
+            "in": "query",
+            "required": False,
+            "schema": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_KEYS_PER_PAGE,
+                "default": KEYS_PER_PAGE,
+            },
+            "description": "Keys per page.",
+        },
+    ]
+}
+
+
 @router.get(
     "/keys",
     summary="List the keys of a store",
     response_model=KeyList,
     responses=documented(StoreNotFoundError, InvalidRequestError),
+    openapi_extra=_KEYS_PARAMETERS,
 )
-async def list_keys(
-    request: Request,
-    name: StoreName,
-    offset: Annotated[int, Query(ge=0, le=MAX_QUERY_INT, description="Keys to skip.")] = 0,
-    limit: Annotated[
-        int, Query(ge=1, le=MAX_KEYS_PER_PAGE, description="Keys per page.")
-    ] = KEYS_PER_PAGE,
-) -> Response:
+async def list_keys(request: Request) -> Response:
     """Keys with their dtype, length (elements), size (bytes) and download URL, in file order.
 
     A page at a time (`offset`, `limit`, at most 10,000 keys a page); `next`
@@ -76,6 +104,15 @@ async def list_keys(
     curl 'http://localhost:8000/stores/sim/keys?offset=1000&limit=1000'
     ```
     """
+    # The most requested route reads its parameters itself: FastAPI's solving
+    # and validating of them cost a quarter of the request (profiled).
+    name: str = request.path_params["name"]
+    if request.scope["query_string"]:
+        query = request.query_params
+        offset = query_int(query, "offset", default=0, ge=0, le=MAX_QUERY_INT)
+        limit = query_int(query, "limit", default=KEYS_PER_PAGE, ge=1, le=MAX_KEYS_PER_PAGE)
+    else:
+        offset, limit = 0, KEYS_PER_PAGE
     record, opened = await open_store(request, name)
     pieces = await storage_of(request).key_page(opened, offset=offset, limit=limit)
     url = store_url(request, record.name)

@@ -275,7 +275,7 @@ def test_sigterm_exits_while_uploads_are_stalled(servers: list[Server], tmp_path
             sock.close()
     assert status == 0, running.output()
     assert elapsed < 1.0 + 3 * SLACK, elapsed
-    assert _tmp_files(running) == []
+    assert _tmp_files(running) == [], running.output()
     assert "Application shutdown complete" in running.output()
 
 
