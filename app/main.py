@@ -17,7 +17,7 @@ import kastore
 from .config import Settings, get_settings
 from .errors import all_errors, install_error_handlers
 from .observability import METRICS_MEDIA_TYPE, Metrics, ObservabilityMiddleware
-from .routes import answer_head, arrays, health, stores
+from .routes import answer_head, arrays, health, stores, summary, ui
 from .security import (
     METRICS_PATH,
     AccessMiddleware,
@@ -162,9 +162,10 @@ def create_app(settings: Settings | None = None, *, storage: Storage | None = No
     )
     app.state.settings = settings
     # The key and array routes first: they are the ones read most often.
-    routers = [arrays.router, stores.router, health.router]
+    routers = [arrays.router, stores.router, summary.router, health.router, ui.router]
     for router in routers:
         app.include_router(router)
+    app.mount(ui.STATIC_PATH, ui.static_files(), name="ui-static")
     answer_head(app.router)  # the documentation pages
     metrics = None
     if settings.metrics:

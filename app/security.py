@@ -14,8 +14,8 @@ hash is compared with every configured hash in constant time. Scopes nest:
 **What needs which scope** (``required_scope``, used both to check requests
 and to document them): reads (GET, HEAD) need ``read`` unless
 ``KASTORE_PUBLIC_READ`` (the default); every other method needs ``write``;
-``/metrics`` needs ``admin`` once keys exist; ``/healthz`` and the
-documentation pages are open to all.
+``/metrics`` needs ``admin`` once keys exist; ``/healthz``, the
+documentation pages and the web UI's pages (``/``, ``/ui/...``) are open to all.
 
 **No key configured.** Reads are public. Writes are accepted from anyone only
 while the server listens on a loopback address (``KASTORE_HOST``) and the
@@ -103,9 +103,11 @@ class Scope(IntEnum):
 
 _SCOPE_NAMES = {scope.label: scope for scope in Scope}
 
-#: Paths open to everyone whatever the settings: liveness and the documentation.
-_OPEN_PREFIXES = ("/docs", "/redoc", "/openapi.json", "/static-offline-docs")
-_OPEN_PATHS = frozenset({"/healthz"})
+#: Paths open to everyone whatever the settings: liveness, the documentation, and the
+#: web UI's pages and assets (shells that read every stored byte through the API, with
+#: the visitor's key).
+_OPEN_PREFIXES = ("/docs", "/redoc", "/openapi.json", "/static-offline-docs", "/ui/")
+_OPEN_PATHS = frozenset({"/healthz", "/"})
 METRICS_PATH = "/metrics"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 

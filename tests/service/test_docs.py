@@ -19,6 +19,7 @@ ROUTES = [
     ("get", "/stores/{name}/file"),
     ("get", "/stores/{name}/keys"),
     ("get", "/stores/{name}/arrays/{key}"),
+    ("get", "/stores/{name}/summary/{key}"),
     ("get", "/healthz"),
 ]
 

@@ -80,6 +80,10 @@ def test_an_unknown_route_is_a_404_that_lists_the_routes_and_the_docs(reader: Te
         f"{STORE}/file",
         ARRAY,
         f"{ARRAY}?format=json",
+        ARRAY.replace("/arrays/", "/summary/"),
+        "/",
+        f"/ui{STORE}",
+        f"/ui{ARRAY}",
         "/docs",
         "/redoc",
         "/openapi.json",
@@ -108,6 +112,7 @@ def test_head_covers_every_documented_get(reader: TestClient) -> None:
         "/stores/{name}/keys",
         "/stores/{name}/file",
         "/stores/{name}/arrays/{key}",
+        "/stores/{name}/summary/{key}",
     }
 
 
@@ -151,7 +156,14 @@ def test_every_integer_parameter_has_an_upper_bound(reader: TestClient) -> None:
         for parameter in operation.get("parameters", [])
         if "integer" in str(parameter["schema"])
     ]
-    assert {name for _, name, _ in integers} == {"offset", "limit", "start", "stop"}
+    assert {name for _, name, _ in integers} == {
+        "offset",
+        "limit",
+        "start",
+        "stop",
+        "buckets",
+        "bins",
+    }
     for path, name, schema in integers:
         assert "maximum" in str(schema), (path, name, schema)
 
