@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench lint container-test clean
+.PHONY: run test bench lint container-test clean vendor
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,20 @@ $(REFERENCE)/kastore: | $(BIN)/python
 bench: $(VENV)/.test-installed $(REFERENCE)/kastore
 	$(BIN)/python benchmarks/codec_bench.py --reference $(REFERENCE)
 	$(BIN)/python benchmarks/service_bench.py
+
+# The web UI's plotting library, vendored from npm with its licence: fetched again
+# (needs npm), its package checked against the sha256 it was vendored from, and the
+# copied files against app/static/vendor.sha256.
+UPLOT_VERSION := 1.6.32
+UPLOT_SHA256 := 4b8a8191e425658e3ea8c8c1314b0fc679c861ee3a1af2b20c7b16ba50b5133d
+vendor:
+	set -e; work=$$(mktemp -d); trap 'rm -rf "$$work"' EXIT; \
+	(cd "$$work" && npm pack --silent uplot@$(UPLOT_VERSION) >/dev/null); \
+	echo "$(UPLOT_SHA256)  $$work/uplot-$(UPLOT_VERSION).tgz" | sha256sum --check --quiet; \
+	tar -xzf "$$work/uplot-$(UPLOT_VERSION).tgz" -C "$$work"; \
+	cp "$$work/package/dist/uPlot.iife.min.js" "$$work/package/dist/uPlot.min.css" app/static/; \
+	cp "$$work/package/LICENSE" app/static/uPlot.LICENSE; \
+	cd app/static && sha256sum --check vendor.sha256
 
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check .
