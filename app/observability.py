@@ -19,24 +19,24 @@ cache's hits and misses are read from the storage when ``/metrics`` is asked.
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
-import queue
 import sys
+import threading
 import time
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping, Sequence
 from datetime import UTC, datetime
+from itertools import accumulate
 from typing import Any
 
 import orjson
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    disable_created_metrics,
-    generate_latest,
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.routing import BaseRoute, Match, Route
 
@@ -64,6 +64,9 @@ UPLOADS = frozenset({("POST", "/stores"), ("PUT", "/stores/{name}")})
 
 #: Latency buckets, in seconds: from a cached key listing to a large upload.
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+#: The buckets' ``le`` labels, as Prometheus writes them.
+_BOUNDS = [*(repr(float(bound)) for bound in _BUCKETS), "+Inf"]
 
 _UNMATCHED = "unmatched"
 
@@ -98,51 +101,35 @@ class _StorageCollector(Collector):
         )
 
 
-class Metrics:
-    """The service's Prometheus series, in a registry of their own (one per app)."""
+class _Series:
+    """What one (route, method, status) has added up so far."""
+
+    __slots__ = ("buckets", "count", "received", "seconds", "sent")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.seconds = 0.0
+        self.buckets = [0] * (len(_BUCKETS) + 1)  # the last one: beyond every bound
+        self.received = 0
+        self.sent = 0
+
+
+class Metrics(Collector):
+    """The service's Prometheus series, in a registry of their own (one per app).
+
+    Requests are added up in plain numbers, on the event loop's thread (the
+    only one that answers requests), and turned into series when scraped: a
+    request costs a dictionary lookup and a few additions, not a lock per
+    series.
+    """
 
     def __init__(self, storage: Callable[[], Storage | None]) -> None:
-        # The *_created series: noise for counters that start with the process.
-        disable_created_metrics()  # type: ignore[no-untyped-call]
+        self._series: dict[tuple[str, str, int], _Series] = {}
+        self._accepted = 0
+        self._refused: dict[str, int] = {}
         self.registry = CollectorRegistry(auto_describe=True)
-        labels = ("route", "method")
-        self._requests = Counter(
-            "kastore_http_requests",
-            "Requests answered, by route template, method and status.",
-            [*labels, "status"],
-            registry=self.registry,
-        )
-        self._duration = Histogram(
-            "kastore_http_request_duration_seconds",
-            "Time from a request's arrival to the end of its answer, by route and method.",
-            labels,
-            buckets=_BUCKETS,
-            registry=self.registry,
-        )
-        self._received = Counter(
-            "kastore_http_received_bytes",
-            "Request body bytes received, by route and method.",
-            labels,
-            registry=self.registry,
-        )
-        self._sent = Counter(
-            "kastore_http_sent_bytes",
-            "Answer body bytes sent, by route and method.",
-            labels,
-            registry=self.registry,
-        )
-        self._accepted = Counter(
-            "kastore_uploads_accepted", "Uploads stored.", registry=self.registry
-        )
-        self._refused = Counter(
-            "kastore_uploads_refused",
-            "Uploads refused, by reason (the error code answered).",
-            ["reason"],
-            registry=self.registry,
-        )
+        self.registry.register(self)
         self.registry.register(_StorageCollector(storage))
-        # The labelled children of each (route, method, status), made once.
-        self._children: dict[tuple[str, str, int], tuple[Any, Any, Any, Any]] = {}
 
     def observe(
         self,
@@ -157,26 +144,70 @@ class Metrics:
     ) -> None:
         """Count one answered request."""
         key = (route, method, status)
-        children = self._children.get(key)
-        if children is None:
-            children = self._children[key] = (
-                self._requests.labels(route, method, str(status)),
-                self._duration.labels(route, method),
-                self._received.labels(route, method),
-                self._sent.labels(route, method),
-            )
-        requests, duration, received_bytes, sent_bytes = children
-        requests.inc()
-        duration.observe(seconds)
-        if received:
-            received_bytes.inc(received)
-        if sent:
-            sent_bytes.inc(sent)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = _Series()
+        series.count += 1
+        series.seconds += seconds
+        series.buckets[bisect_left(_BUCKETS, seconds)] += 1
+        series.received += received
+        series.sent += sent
         if (method, route) in UPLOADS:
             if status < 300:
-                self._accepted.inc()
+                self._accepted += 1
             else:
-                self._refused.labels(error or str(status)).inc()
+                reason = error or str(status)
+                self._refused[reason] = self._refused.get(reason, 0) + 1
+
+    def collect(self) -> Iterator[Metric]:
+        """The request series as they stand (``Collector``)."""
+        requests = CounterMetricFamily(
+            "kastore_http_requests",
+            "Requests answered, by route template, method and status.",
+            labels=["route", "method", "status"],
+        )
+        by_route: dict[tuple[str, str], _Series] = {}
+        for (route, method, status), series in sorted(self._series.items()):
+            requests.add_metric([route, method, str(status)], series.count)
+            total = by_route.setdefault((route, method), _Series())
+            total.count += series.count
+            total.seconds += series.seconds
+            total.buckets = [a + b for a, b in zip(total.buckets, series.buckets, strict=True)]
+            total.received += series.received
+            total.sent += series.sent
+        yield requests
+        duration = HistogramMetricFamily(
+            "kastore_http_request_duration_seconds",
+            "Time from a request's arrival to the end of its answer, by route and method.",
+            labels=["route", "method"],
+        )
+        received = CounterMetricFamily(
+            "kastore_http_received_bytes",
+            "Request body bytes received, by route and method.",
+            labels=["route", "method"],
+        )
+        sent = CounterMetricFamily(
+            "kastore_http_sent_bytes",
+            "Answer body bytes sent, by route and method.",
+            labels=["route", "method"],
+        )
+        for labels, total in by_route.items():
+            cumulative = list(accumulate(total.buckets))
+            duration.add_metric(
+                list(labels), list(zip(_BOUNDS, cumulative, strict=True)), total.seconds
+            )
+            received.add_metric(list(labels), total.received)
+            sent.add_metric(list(labels), total.sent)
+        yield from (duration, received, sent)
+        yield CounterMetricFamily("kastore_uploads_accepted", "Uploads stored.", self._accepted)
+        refused = CounterMetricFamily(
+            "kastore_uploads_refused",
+            "Uploads refused, by reason (the error code answered).",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self._refused.items()):
+            refused.add_metric([reason], count)
+        yield refused
 
     def exposition(self) -> bytes:
         """Every series in the Prometheus text format."""
@@ -267,7 +298,18 @@ class ObservabilityMiddleware:
             }
             if error is not None:
                 fields["error"] = error
-            access_log.info("%s %s %d", method, fields["path"], status, extra={"fields": fields})
+            # makeRecord and handle, as Logger.info does, less its stack walk for the caller.
+            record = access_log.makeRecord(
+                access_log.name,
+                logging.INFO,
+                "",
+                0,
+                f"{method} {fields['path']} {status}",
+                (),
+                None,
+                extra={"fields": fields},
+            )
+            access_log.handle(record)
 
     def _route_of(self, scope: Message) -> str:
         """The route template that answered, or the one that would have (for refusals)."""
@@ -288,9 +330,21 @@ class ObservabilityMiddleware:
 class JSONFormatter(logging.Formatter):
     """A log record as one JSON object: time, level, logger, message, and its fields."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1
+        self._second_text = ""
+
+    def _time(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:  # one conversion a second, not one a line
+            stamp = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._second, self._second_text = second, stamp
+        return f"{self._second_text}.{int((created - second) * 1000):03d}Z"
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": self._time(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -303,36 +357,77 @@ class JSONFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-class _DeferredQueueHandler(logging.handlers.QueueHandler):
-    """Hands records to the writer thread as they are: formatting happens there too."""
+class _BatchWriter(logging.Handler):
+    """Formats a record where it is logged, and writes lines in batches from a thread.
 
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        return record
+    The event loop never waits on the stream, and the writer wakes ten times a
+    second rather than once a line (a thread woken per request would contend
+    for the interpreter with the loop).
+    """
+
+    def __init__(self, stream: Any, *, interval: float = 0.1) -> None:
+        super().__init__()
+        self._stream = stream
+        self._interval = interval
+        self._lines: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+        self._thread.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        self._lines.append(line)  # under the handler's lock (Handler.handle)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.flush()
+        self.flush()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            lines, self._lines = self._lines, []
+        if lines:
+            self._stream.write("\n".join(lines) + "\n")
+            self._stream.flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        self.flush()
+        super().close()
 
 
 def configure_logging(level: str) -> Callable[[], None]:
-    """JSON logs written by a thread: requests (``app.access``) to stdout, the rest to stderr.
+    """JSON logs, written in batches: requests (``app.access``) to stdout, the rest to stderr.
 
     ``level`` is a uvicorn level name (``trace`` included). Returns a function
-    that writes what is left and stops the thread.
+    that writes what is left and stops the writers.
     """
     import uvicorn.config  # registers the TRACE level name
 
     number = uvicorn.config.LOG_LEVELS[level]
+    # Facts a record would gather and these lines never show (logging's own advice).
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     formatter = JSONFormatter()
-    out = logging.StreamHandler(sys.stdout)
-    out.addFilter(lambda record: record.name == "app.access")
-    err = logging.StreamHandler(sys.stderr)
-    err.addFilter(lambda record: record.name != "app.access")
-    for stream in (out, err):
-        stream.setFormatter(formatter)
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    listener = logging.handlers.QueueListener(records, out, err, respect_handler_level=False)
-    queued = _DeferredQueueHandler(records)
-    for name in ("app", "uvicorn"):
+    writers = {"out": _BatchWriter(sys.stdout), "err": _BatchWriter(sys.stderr)}
+    for writer in writers.values():
+        writer.setFormatter(formatter)
+    targets = {"app": writers["err"], "app.access": writers["out"], "uvicorn": writers["err"]}
+    for name, writer in targets.items():
         log = logging.getLogger(name)
-        log.handlers = [queued]
+        log.handlers = [writer]
         log.setLevel(number)
         log.propagate = False
-    listener.start()
-    return listener.stop
+
+    def stop() -> None:
+        for writer in writers.values():
+            writer.close()
+
+    return stop
