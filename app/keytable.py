@@ -24,11 +24,13 @@ import orjson
 
 from kastore._format import DTYPES, HEADER, HEADER_SIZE, ITEM_DESCRIPTOR, ITEM_SIZES, MAGIC
 
-__all__ = ["OpenStore", "quote_key"]
+__all__ = ["PAGES_FLOOR", "OpenStore", "quote_key"]
 
 _DTYPE_NAMES = [str(dtype).encode() for dtype in DTYPES]
 #: Keys compared at a time when checking whether a file has them sorted.
 _SORT_CHECK_BLOCK = 1 << 16
+#: Encoded key listing pages any store may keep, however few its keys.
+PAGES_FLOOR = 1 << 20
 #: What a cached object costs besides its bytes (a rough Python object header).
 _OBJECT_COST = 64
 
@@ -187,11 +189,19 @@ class OpenStore:
         return pieces
 
     def keep_page(self, offset: int, limit: int, pieces: list[bytes]) -> int:
-        """Keep a built page; return the bytes it adds to ``cost``."""
+        """Keep a built page if the store's share allows; return the bytes it adds to ``cost``.
+
+        A store keeps pages up to the size of its descriptors (or
+        ``PAGES_FLOOR`` for small stores), so what it holds stays proportional
+        to them however many pages clients ask for.
+        """
         if (offset, limit) in self.pages:
             return 0
-        self.pages[(offset, limit)] = pieces
         added = sum(map(len, pieces)) + _OBJECT_COST * (len(pieces) + 1)
+        share = max(PAGES_FLOOR, self.num_keys * ITEM_DESCRIPTOR.itemsize)
+        if self.page_bytes + added > share:
+            return 0
+        self.pages[(offset, limit)] = pieces
         self.page_bytes += added
         return added
 

@@ -14,6 +14,9 @@ Sections (``--only``):
     upload    PUT and multipart POST of a large file        vs a naive stream-to-file
                                                               endpoint and sha256 alone
     rss       peak RssAnon of the server while a large store is uploaded and read
+    million   /healthz latency while another client opens and lists a store of
+              1,000,000 keys for the first time        vs the same server idle;
+              the memory that store holds, and a cold single-array GET
 
 Clients are ``curl -o /dev/null`` (transfers) and ``wrk`` (requests/s); runs
 alternate between ours and the baseline, and each figure is the best of
@@ -55,7 +58,7 @@ MiB = 1 << 20
 GiB = 1 << 30
 ROOT = Path(__file__).resolve().parent.parent
 TSKIT_FILE = Path("/work/shared/testdata/tskit/single_population.trees")
-SECTIONS = ("download", "keys", "json", "upload", "rss")
+SECTIONS = ("download", "keys", "json", "upload", "rss", "million")
 INSTALL_HINT = "apt-get update && apt-get install -y nginx wrk curl"
 
 
@@ -741,6 +744,166 @@ def bench_rss(b: Bench) -> None:
         )
 
 
+class LatencyProbe:
+    """``GET /healthz`` back to back on one kept-alive connection, timed, on a thread."""
+
+    def __init__(self, port: int, pause: float = 0.002) -> None:
+        self.port = port
+        self.pause = pause
+        self.times: list[float] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            while not self._stop.is_set():
+                start = time.perf_counter()
+                try:
+                    conn.request("GET", "/healthz")
+                    answer = conn.getresponse()
+                    answer.read()
+                except OSError as err:
+                    self.errors.append(repr(err))
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                    continue
+                self.times.append(time.perf_counter() - start)
+                if answer.status != 200:
+                    self.errors.append(f"status {answer.status}")
+                self._stop.wait(self.pause)
+        finally:
+            conn.close()
+
+    def __enter__(self) -> LatencyProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def p(self, q: float) -> float:
+        return float(np.quantile(np.array(self.times), q)) if self.times else float("nan")
+
+    @property
+    def worst(self) -> float:
+        return max(self.times, default=float("nan"))
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f} ms"
+
+
+def million_keys(path: Path, n: int) -> Path:
+    """A store of ``n`` keys, one int32 each (83 MB for a million)."""
+    kastore.dump({f"key_{i:07d}": np.array([i], dtype=np.int32) for i in range(n)}, path)
+    return path
+
+
+def bench_million(b: Bench) -> None:
+    n = b.args.million_keys
+    print(f"-- a store of {n:,} keys opened and listed for the first time, /healthz meanwhile")
+    if not have("curl", "the million-key rows"):
+        return
+    path = million_keys(b.tmp / "million.kas", n)
+    other = b.tmp / "million-2.kas"
+    kastore.dump({f"key_{i:07d}": np.array([i + 1], dtype=np.int32) for i in range(n)}, other)
+    size = path.stat().st_size
+    server = b.app(fresh="-million")
+    put_store(server, "million", path)
+    put_store(server, "million-cold", other)
+    time.sleep(1.0)  # let the uploads' memory settle
+    with LatencyProbe(server.port) as idle:
+        time.sleep(3.0)
+    held_before = rss_anon(server.pid)
+    limit = 10_000
+    pages = -(-n // limit)
+    with RssSampler(server.pid) as sampler, LatencyProbe(server.port) as busy:
+        start = time.perf_counter()
+        curl(f"{server.url}/stores/million/keys?limit={limit}")
+        first_seconds = time.perf_counter() - start
+        for page in range(1, pages):
+            curl(f"{server.url}/stores/million/keys?offset={page * limit}&limit={limit}")
+        listing_seconds = time.perf_counter() - start
+    time.sleep(0.5)
+    held_after = rss_anon(server.pid)
+    # Another name for the same content holds nothing more.
+    put_store(server, "million-again", path)
+    curl(f"{server.url}/stores/million-again/keys?limit={limit}")
+    time.sleep(0.5)
+    held_again = rss_anon(server.pid)
+    # A cold single array: the other content, never opened before.
+    start = time.perf_counter()
+    cold = curl(f"{server.url}/stores/million-cold/arrays/key_0500000")
+    cold_seconds = time.perf_counter() - start
+    assert cold.downloaded == 4
+    start = time.perf_counter()
+    with kastore.load(other) as store:
+        np.array(store["key_0500000"])
+    in_process = time.perf_counter() - start
+    for name in ("million", "million-cold", "million-again"):
+        delete_store(server, name)
+
+    note(
+        f"first page ({limit:,} keys) in {ms(first_seconds)}; all {pages} pages in "
+        f"{listing_seconds:.2f} s; {len(busy.times)} /healthz meanwhile, "
+        f"{len(busy.errors)} errors"
+    )
+    row(
+        "/healthz p99 while the store is opened and listed",
+        ms(busy.p(0.99)),
+        ms(idle.p(0.99)),
+        busy.p(0.99) / idle.p(0.99),
+        "<= 50 ms",
+    )
+    row(
+        "/healthz worst while the store is opened and listed",
+        ms(busy.worst),
+        ms(idle.worst),
+        busy.worst / idle.worst,
+        "<= 200 ms",
+    )
+    row(
+        "/healthz median while ... vs the idle server",
+        ms(busy.p(0.5)),
+        ms(idle.p(0.5)),
+        busy.p(0.5) / idle.p(0.5),
+        "",
+    )
+    row(
+        f"RssAnon held after listing vs the file ({mb(size)})",
+        mb(held_after - held_before),
+        mb(size),
+        (held_after - held_before) / size,
+        "proportional",
+    )
+    row(
+        "peak RssAnon while listing vs before",
+        mb(sampler.peak),
+        mb(held_before),
+        sampler.peak / held_before,
+        "",
+    )
+    row(
+        "a second name for the content, RssAnon added",
+        mb(held_again - held_after),
+        mb(size),
+        (held_again - held_after) / size,
+        "~0",
+    )
+    row(
+        "cold single-array GET vs kastore.load + one array",
+        ms(cold_seconds),
+        ms(in_process),
+        cold_seconds / in_process,
+        "",
+    )
+    path.unlink()
+    other.unlink()
+
+
 # Main
 
 
@@ -767,6 +930,7 @@ def main() -> None:
     parser.add_argument("--rss-mib", type=int, help="store size for rss (2048)")
     parser.add_argument("--json-elements", type=int, help="float64 for json (5,000,000)")
     parser.add_argument("--wrk-seconds", type=int, help="wrk duration (5)")
+    parser.add_argument("--million-keys", type=int, help="keys of the large store (1,000,000)")
     args = parser.parse_args()
     defaults = (
         {
@@ -775,6 +939,7 @@ def main() -> None:
             "rss_mib": 256,
             "json_elements": 500_000,
             "wrk_seconds": 1,
+            "million_keys": 200_000,
         }
         if args.quick
         else {
@@ -783,6 +948,7 @@ def main() -> None:
             "rss_mib": 2048,
             "json_elements": 5_000_000,
             "wrk_seconds": 5,
+            "million_keys": 1_000_000,
         }
     )
     for name, value in defaults.items():

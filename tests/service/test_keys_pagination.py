@@ -194,3 +194,20 @@ def test_keys_of_a_file_that_does_not_sort_them_are_found(
         assert answer.status_code == 200, (entry, answer.text)
         assert answer.content == np.arange(i + 1, dtype=np.int32).tobytes(), entry
     assert client.get("/stores/unsorted/arrays/beta").status_code == 404
+
+
+def test_a_store_keeps_pages_up_to_the_size_of_its_descriptors(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """However many pages are asked for, a store holds at most twice its descriptors."""
+    n = 40_000
+    path = _many_keys(tmp_path / "wide.kas", n=n)
+    upload(client, path)
+    walked = 0
+    for offset in range(0, n, 100):
+        page = client.get("/stores/wide/keys", params={"offset": offset, "limit": 100}).json()
+        walked += len(page["keys"])
+    assert walked == n
+    descriptors = n * ITEM_DESCRIPTOR.itemsize
+    held = _storage(client).cached_bytes
+    assert descriptors < held <= 2 * descriptors + n * len("k00000")
