@@ -10,6 +10,7 @@ import pytest
 
 from app.__main__ import main
 from app.config import Settings
+from app.errors import all_errors
 from app.security import KeyConfigError, KeyRing, Scope, hash_key
 
 from ._support import TestClient, error_of
@@ -334,3 +335,20 @@ def test_reads_ignore_a_key_when_they_are_public(
 ) -> None:
     keyed.put("/stores/sim", content=tskit_file.read_bytes(), headers=_bearer(KEYS["write"]))
     assert keyed.get("/stores/sim/keys", headers=form(KEYS["read"])).status_code == 200
+
+
+def test_the_api_description_lists_every_error_code(keyed: TestClient) -> None:
+    description = keyed.get("/openapi.json").json()["info"]["description"]
+    table = description.split("## Error codes", 1)[1]
+    for error in all_errors():
+        row = next(
+            line for line in table.splitlines() if line.startswith(f"| {error.status_code} |")
+        )
+        assert f"`{error.code}`" in row, (error.code, row)
+    for code in [
+        "missing_api_key",
+        "invalid_api_key",
+        "insufficient_scope",
+        "anonymous_write_refused",
+    ]:
+        assert f"`{code}`" in table
