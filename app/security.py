@@ -244,14 +244,23 @@ def _route_path(scope: Message) -> str:
 
 
 def _presented_key(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
-    """The key of ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``; "" if malformed."""
+    """The key of ``Authorization: Bearer KEY``, else of ``X-API-Key: KEY``.
+
+    None when neither is sent; "" (no key matches it) when ``Authorization``
+    holds another scheme and there is no ``X-API-Key``.
+    """
     api_key: str | None = None
+    other_scheme = False
     for name, value in headers:
         if name == b"authorization":
             scheme, _, token = value.decode("latin-1").strip().partition(" ")
-            return token.strip() if scheme.lower() == "bearer" else ""
-        if name == b"x-api-key":
+            if scheme.lower() == "bearer":
+                return token.strip()
+            other_scheme = True
+        elif name == b"x-api-key":
             api_key = value.decode("latin-1").strip()
+    if api_key is None and other_scheme:
+        return ""
     return api_key
 
 

@@ -116,6 +116,14 @@ def test_a_wrong_key_is_401_invalid(
     assert keyed.get("/stores").json()["total"] == 0
 
 
+def test_x_api_key_is_used_beside_another_authorization_scheme(
+    keyed: TestClient, tskit_file: Path
+) -> None:
+    headers = {"authorization": "Basic cHJveHk6cGFzcw==", **_api_key(KEYS["write"])}
+    answer = keyed.put("/stores/sim", content=tskit_file.read_bytes(), headers=headers)
+    assert answer.status_code == 201, answer.text
+
+
 def test_reads_are_public_by_default_with_keys(keyed: TestClient, tskit_file: Path) -> None:
     keyed.put("/stores/sim", content=tskit_file.read_bytes(), headers=_bearer(KEYS["write"]))
     for path in ["/stores", "/stores/sim", "/stores/sim/keys", "/stores/sim/file"]:
