@@ -16,7 +16,6 @@ import io
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,7 +54,7 @@ State = str | None
 
 @dataclass
 class Writer:
-    """One client thread: uploads, replaces and deletes its own names, remembering what was acked."""
+    """A client thread: uploads, replaces and deletes its own names; remembers what was acked."""
 
     index: int
     base_url: httpx.URL
