@@ -17,7 +17,12 @@ from .exceptions import KastoreException
 logger = logging.getLogger("kastore")
 
 
-def _parser() -> argparse.ArgumentParser:
+def get_kastore_parser() -> argparse.ArgumentParser:
+    """The argument parser; the parsed arguments' ``runner(args)`` runs the command.
+
+    The names (``get_kastore_parser``, ``runner``, ``store``, ``array``) are the
+    reference command line's, so code written against it keeps working.
+    """
     parser = argparse.ArgumentParser(
         prog="kastore", description="Inspect kastore files (including tskit .trees files)."
     )
@@ -32,11 +37,13 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument(
         "-H", "--human-readable", action="store_true", help="sizes like 5B, 456.7K (with -l)"
     )
-    ls.add_argument("file", metavar="FILE")
+    ls.add_argument("store", metavar="FILE")
+    ls.set_defaults(runner=run_list)
 
     dump = commands.add_parser("dump", help="print the array of one key, one value per line")
-    dump.add_argument("file", metavar="FILE")
-    dump.add_argument("key", metavar="KEY")
+    dump.add_argument("store", metavar="FILE")
+    dump.add_argument("array", metavar="KEY")
+    dump.set_defaults(runner=run_dump)
     return parser
 
 
@@ -67,37 +74,61 @@ def _dump(store: Store, key: str) -> str:
     return "".join(f"{value}\n" for value in values)
 
 
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(message)s")
+
+
+def _write(output: str) -> None:
+    sys.stdout.write(output)
+    sys.stdout.flush()
+
+
+def run_list(args: argparse.Namespace) -> None:
+    """``kastore ls``: print the keys of ``args.store`` (with ``-l``, more).
+
+    Raises what ``load`` raises for a file that cannot be read.
+    """
+    _setup_logging(args)
+    with load(args.store) as store:
+        logger.info("%s: %d keys", args.store, len(store))
+        output = _ls(store, long=args.long, human=args.human_readable)
+    _write(output)
+
+
+def run_dump(args: argparse.Namespace) -> None:
+    """``kastore dump``: print the array ``args.array`` of ``args.store``.
+
+    Raises ``KeyError`` for a key the file lacks, and what ``load`` raises.
+    """
+    _setup_logging(args)
+    with load(args.store) as store:
+        logger.info("%s: %d keys", args.store, len(store))
+        output = _dump(store, args.array)
+    _write(output)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``).
 
     Returns the exit status: 0 on success, 1 when the file cannot be read, 2 for
     a usage error.
     """
-    parser = _parser()
+    parser = get_kastore_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
-    logging.basicConfig(
-        level=logging.WARNING - 10 * min(args.verbose, 2), format="%(name)s: %(message)s"
-    )
     try:
-        with load(args.file) as store:
-            logger.info("%s: %d keys", args.file, len(store))
-            if args.command == "ls":
-                output = _ls(store, long=args.long, human=args.human_readable)
-            else:
-                output = _dump(store, args.key)
-        sys.stdout.write(output)
-        sys.stdout.flush()
+        args.runner(args)
     except KeyError as err:
-        print(f"kastore: {args.file}: no key {err.args[0]!r} in the file", file=sys.stderr)
+        print(f"kastore: {args.store}: no key {err.args[0]!r} in the file", file=sys.stderr)
         return 1
     except EOFError:
-        print(f"kastore: {args.file}: empty file, not a kastore file", file=sys.stderr)
+        print(f"kastore: {args.store}: empty file, not a kastore file", file=sys.stderr)
         return 1
     except KastoreException as err:
-        print(f"kastore: {args.file}: {err}", file=sys.stderr)
+        print(f"kastore: {args.store}: {err}", file=sys.stderr)
         return 1
     except OSError as err:
         if isinstance(err, BrokenPipeError):
@@ -105,6 +136,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             return 0
-        print(f"kastore: {args.file}: {err.strerror or err}", file=sys.stderr)
+        print(f"kastore: {args.store}: {err.strerror or err}", file=sys.stderr)
         return 1
     return 0
+
+
+def kastore_main() -> None:
+    """The reference command line's entry point: run ``main()``, exit if it fails."""
+    status = main()
+    if status:
+        raise SystemExit(status)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -190,3 +191,56 @@ def test_python_dash_m_kastore_reports_errors_without_a_traceback(tmp_path: Path
     assert result.stdout == ""
     assert result.stderr.startswith("kastore: bad.kas: bad magic number")
     assert "Traceback" not in result.stderr
+
+
+# --- the reference command line's names, for code written against it ------------
+
+
+def test_the_reference_parser_names_and_runners(
+    docs_example_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kastore.cli import get_kastore_parser
+
+    args = get_kastore_parser().parse_args(["ls", "-l", "-H", str(docs_example_file)])
+    assert (args.store, args.long, args.human_readable) == (str(docs_example_file), True, True)
+    args.runner(args)
+    args = get_kastore_parser().parse_args(["dump", str(docs_example_file), "two"])
+    assert (args.store, args.array) == (str(docs_example_file), "two")
+    args.runner(args)
+    assert capsys.readouterr() == (DOCS_LS_LH + "0\n1\n2\n3\n4\n", "")
+
+
+def test_a_runner_raises_what_main_reports(tmp_path: Path) -> None:
+    from kastore.cli import get_kastore_parser
+
+    (tmp_path / "empty.kas").write_bytes(b"")
+    args = get_kastore_parser().parse_args(["ls", str(tmp_path / "empty.kas")])
+    with pytest.raises(EOFError):
+        args.runner(args)
+
+
+def test_kastore_main_returns_on_success_and_exits_with_the_status_on_failure(
+    docs_example_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kastore.cli import kastore_main
+
+    monkeypatch.setattr(sys, "argv", ["kastore", "ls", str(docs_example_file)])
+    kastore_main()  # returns, as the reference's does
+    assert capsys.readouterr().out == "one\ntwo\n"
+    monkeypatch.setattr(sys, "argv", ["kastore", "ls", str(docs_example_file.parent / "no")])
+    with pytest.raises(SystemExit) as exit_:
+        kastore_main()
+    assert exit_.value.code == 1
+
+
+def test_verbose_log_lines_are_timestamped_on_stderr(docs_example_file: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "kastore", "-v", "ls", docs_example_file.name],
+        cwd=docs_example_file.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stdout) == (0, "one\ntwo\n")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} tmp\.kas: 2 keys\n", result.stderr)
