@@ -256,3 +256,28 @@ def test_restart_keeps_the_stores(
         _check_tskit_store(second.client, info["name"], manifest[f"{info['name']}.trees"]["keys"])
     assert second.client.get("/stores/gone").status_code == 404
     assert list((tmp_path / "data" / "tmp").iterdir()) == []
+
+
+def test_root_path_and_forwarded_headers_behind_a_proxy(
+    servers: list[Server], tmp_path: Path, testdata: Path
+) -> None:
+    """``KASTORE_ROOT_PATH``: the proxy strips the prefix, the URLs answered carry it."""
+    running = Server(
+        tmp_path / "data",
+        tmp_path / "server.log",
+        env={"KASTORE_ROOT_PATH": "/kastore", "KASTORE_FORWARDED_ALLOW_IPS": "127.0.0.1"},
+    )
+    servers.append(running)
+    running.start()
+    info = _upload(running.client, testdata / "tskit" / "single_population.trees", name="sim")
+    assert info["url"] == "/kastore/stores/sim"
+    assert info["keys_url"] == "/kastore/stores/sim/keys"
+    keys = running.client.get("/stores/sim/keys").json()["keys"]
+    assert keys and all(entry["url"].startswith("/kastore/stores/sim/arrays/") for entry in keys)
+    # The proxy is trusted: the client it names is the one the request log names.
+    assert running.client.get("/healthz", headers={"x-forwarded-for": "203.0.113.7"}).is_success
+    assert "/kastore/openapi.json" in running.client.get("/docs").text
+    deadline = time.monotonic() + 5
+    while "203.0.113.7" not in running.output() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "203.0.113.7" in running.output()
