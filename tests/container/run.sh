@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Container test (`make container-test`): build the image from ./Dockerfile, run
-# it on a fresh data directory, and use it as a client would: health, upload,
-# keys, arrays byte for byte against the test data's manifest, the user it runs
-# as, what lands in /data, and that a restart keeps the stores.
+# it on a fresh data directory, and use it as a client would: health, upload
+# with an API key made by the image (refused without), keys, arrays byte for
+# byte against the test data's manifest, the user it runs as, what lands in
+# /data, that a restart keeps the stores, and that a data folder the image's user
+# cannot write stops it with one line saying what to do.
 #
 # Needs root (buildah), python3 and curl (installed with apt-get if missing).
 # Uses ../shared/container/run, which runs the image with the host's network:
@@ -95,6 +97,16 @@ echo "the C engine works in the image, which has no compiler"
 # A host directory mounted at /data must be writable by that user, as with docker.
 chown "$image_uid:$image_uid" "$DATA"
 
+# An API key, made by the image's own command: writes need it (the image listens on 0.0.0.0).
+keys_out=$("$RUN" exec "$TAG" python -m app keys create --scope write) \
+  || fail "python -m app keys create failed in the image"
+KEY=$(printf '%s\n' "$keys_out" | sed -n 2p)
+KEY_LINE=$(printf '%s\n' "$keys_out" | tail -n 1)
+[[ "$KEY_LINE" == "$(printf %s "$KEY" | sha256sum | cut -d' ' -f1) write" ]] \
+  || fail "keys create printed no key and its line: $keys_out"
+AUTH="Authorization: Bearer $KEY"
+echo "made a write key; its line: $KEY_LINE"
+
 # --- start -------------------------------------------------------------------------
 PORT=$(python3 "$CHECKS" free-port)
 BASE="http://127.0.0.1:$PORT"
@@ -104,10 +116,29 @@ start() {
   # destination equals an image VOLUME and mounts a throwaway directory there
   # instead; with the trailing slash the bind mount goes on top, as docker's -v
   # does. The data-directory check below catches it if this ever regresses.
-  "$RUN" start "$TAG" -e "KASTORE_PORT=$PORT" -v "$DATA:/data/"
+  "$RUN" start "$TAG" -e "KASTORE_PORT=$PORT" -e "KASTORE_API_KEYS=$KEY_LINE" -v "$DATA:/data/"
   started=1
   wait_healthy
 }
+
+# --- a host folder the image's user cannot write: one line saying what to do --------
+step "a data folder owned by another user: the server stops with one line"
+BAD="$WORK/not-yours"
+mkdir "$BAD"  # root's, mode 755
+"$RUN" start "$TAG" -e "KASTORE_PORT=$PORT" -v "$BAD:/data/"
+started=1
+pid=$(cat "/tmp/container-$TAG.pid")
+for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$pid" 2>/dev/null && fail "the server still runs on a data folder it cannot write"
+cat "$LOG"
+grep -q "kastore-service: the data directory /data is not writable" "$LOG" \
+  || fail "no one-line explanation of the unwritable /data in the log"
+grep -q "chown -R 10001" "$LOG" && grep -q -- "--user" "$LOG" \
+  || fail "the message does not say to chown 10001 or to use --user"
+grep -q "Traceback" "$LOG" && fail "a traceback in the log"
+"$RUN" stop "$TAG"
+started=0
+
 wait_healthy() {
   local pid deadline
   pid=$(cat "/tmp/container-$TAG.pid")
@@ -146,8 +177,14 @@ for file in "${FILES[@]}"; do
   out="$WORK/$name"
   mkdir "$out"
 
-  step "upload $name: curl -F file=@$(basename "$file") $BASE/stores"
-  code=$(curl -sS -o "$out/upload.json" -w '%{http_code}' -F "file=@$file" "$BASE/stores") \
+  step "upload $name without a key: 401"
+  code=$(curl -sS -o "$out/refused.json" -w '%{http_code}' -F "file=@$file" "$BASE/stores") \
+    || fail "curl could not send $file"
+  [[ "$code" == 401 ]] || fail "POST /stores without a key: expected 401, got $code"
+  grep -q missing_api_key "$out/refused.json" || fail "401 without its error: $(cat "$out/refused.json")"
+
+  step "upload $name: curl -H 'Authorization: Bearer KEY' -F file=@$(basename "$file") $BASE/stores"
+  code=$(curl -sS -o "$out/upload.json" -w '%{http_code}' -H "$AUTH" -F "file=@$file" "$BASE/stores") \
     || fail "curl could not upload $file"
   [[ "$code" == 201 ]] || fail "POST /stores: expected 201, got $code: $(cat "$out/upload.json")"
   check upload "$out/upload.json" "$name"
