@@ -117,6 +117,8 @@ def _integer_histogram(finite: np.ndarray, low: int, high: int, bins: int) -> di
     span = high - low + 1
     width = -(-span // bins)
     n = -(-span // width)
+    if n == 1:  # the width may not fit in 64 bits: the whole range of int64 in one bin
+        return {"edges": [low, low + width], "counts": [len(finite)]}
     # Differences are taken modulo 2**64, which is exact: each is in [0, 2**64).
     shift = np.uint64(low % (1 << 64))
     step = np.uint64(width)
