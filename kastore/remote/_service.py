@@ -76,6 +76,9 @@ class Service:
     answer.
     """
 
+    #: Stores asked for per page of the listing (the most the API gives).
+    _page_size = 1000
+
     def __init__(
         self,
         url: str,
@@ -133,7 +136,7 @@ class Service:
     def stores(self) -> list[StoreInfo]:
         """Every store, sorted by name (every page of ``GET /stores``)."""
         found: list[StoreInfo] = []
-        path: str | None = "/stores?limit=1000"
+        path: str | None = f"/stores?limit={self._page_size}"
         while path is not None:
             page = self._json("GET", path)
             if not isinstance(page, dict) or not isinstance(page.get("stores"), list):
