@@ -41,6 +41,7 @@ $(REFERENCE)/kastore: | $(BIN)/python
 bench: $(VENV)/.test-installed $(REFERENCE)/kastore
 	$(BIN)/python benchmarks/codec_bench.py --reference $(REFERENCE)
 	$(BIN)/python benchmarks/service_bench.py
+	$(BIN)/python benchmarks/http_bench.py
 
 # The web UI's plotting library, vendored from npm with its licence: fetched again
 # (needs npm), its package checked against the sha256 it was vendored from, and the
