@@ -7,6 +7,7 @@ sent and what it was sent.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -74,10 +75,10 @@ class Live:
         self.recorder.seen.clear()
 
 
-@pytest.fixture(scope="session")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    """The app on its own data directory, listening on a free port of 127.0.0.1."""
-    recorder = Recorder(create_app(service_settings(tmp_path_factory.mktemp("client-data"))))
+@contextlib.contextmanager
+def serving(data_dir: Path, **settings: Any) -> Iterator[Live]:
+    """The app with ``settings`` on ``data_dir``, listening on a free port of 127.0.0.1."""
+    recorder = Recorder(create_app(service_settings(data_dir, **settings)))
     config = uvicorn.Config(
         recorder, host="127.0.0.1", port=0, log_level="warning", ws="none", lifespan="on"
     )
@@ -95,6 +96,13 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """The app with no API keys (anyone on loopback may write)."""
+    with serving(tmp_path_factory.mktemp("client-data")) as live:
+        yield live
 
 
 @pytest.fixture
