@@ -229,17 +229,18 @@ def _dump_values(
 ) -> None:
     from ._writer import _plan
 
+    encoded = not _is_utf8(key_encoding)  # then keys are bytes, else str
     try:
-        _call(ext.dump, fd, keys, values)
+        _call(ext.dump, fd, keys, values, encoded)
     except ext.Unsupported:
         # Values that are not contiguous little-endian 1-D arrays of a kastore
         # type: the Python engine's checks give the error, or the arrays.
         plan = _plan(data, key_encoding)
         keys = sorted(data)
-        if not _is_utf8(key_encoding):
+        if encoded:
             keys = [key.encode(key_encoding) for key in keys]
         values = [np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")) for a in plan.arrays]
-        _call(ext.dump, fd, keys, values)
+        _call(ext.dump, fd, keys, values, encoded)
 
 
 def _resync(sink: Any, fd: int) -> None:

@@ -289,17 +289,20 @@ typedef struct {
  * holding the GIL, which spares holding a buffer per array. */
 #define RELEASE_GIL_BYTES (16 << 20)
 
-/* Check values[i] and note where its bytes are; view receives its buffer. */
+/* Check values[i] and note where its bytes are; view receives its buffer.
+ * Keys are str, or bytes already encoded when encoded_keys is set: never a mix,
+ * so a bytes key among str keys is refused like any other non-str key. */
 static int
-take_value(PyObject *keys, PyObject *values, Py_ssize_t i, Item *item, Py_buffer *view)
+take_value(PyObject *keys, PyObject *values, Py_ssize_t i, int encoded_keys, Item *item,
+    Py_buffer *view)
 {
     PyObject *key = PyList_GET_ITEM(keys, i);
-    if (PyUnicode_Check(key)) {
+    if (!encoded_keys && PyUnicode_Check(key)) {
         item->key = PyUnicode_AsUTF8AndSize(key, &item->key_len);
         if (item->key == NULL) {
             return -1;
         }
-    } else if (PyBytes_Check(key)) {
+    } else if (encoded_keys && PyBytes_Check(key)) {
         item->key = PyBytes_AS_STRING(key);
         item->key_len = PyBytes_GET_SIZE(key);
     } else {
@@ -331,8 +334,10 @@ static PyObject *
 ckastore_dump(PyObject *Py_UNUSED(module), PyObject *args)
 {
     int fd;
+    int encoded_keys = 0;
     PyObject *keys, *values;
-    if (!PyArg_ParseTuple(args, "iO!O!", &fd, &PyList_Type, &keys, &PyList_Type, &values)) {
+    if (!PyArg_ParseTuple(
+            args, "iO!O!|p", &fd, &PyList_Type, &keys, &PyList_Type, &values, &encoded_keys)) {
         return NULL;
     }
     Py_ssize_t n = PyList_GET_SIZE(keys);
@@ -357,7 +362,7 @@ ckastore_dump(PyObject *Py_UNUSED(module), PyObject *args)
      * list holds them), so each buffer is let go as soon as it is noted. */
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_buffer view;
-        if (take_value(keys, values, i, &items[i], &view) != 0) {
+        if (take_value(keys, values, i, encoded_keys, &items[i], &view) != 0) {
             goto out;
         }
         total += (size_t) view.len;
@@ -375,7 +380,7 @@ ckastore_dump(PyObject *Py_UNUSED(module), PyObject *args)
             goto out;
         }
         for (; held < n; held++) {
-            if (take_value(keys, values, held, &items[held], &views[held]) != 0) {
+            if (take_value(keys, values, held, encoded_keys, &items[held], &views[held]) != 0) {
                 goto out;
             }
         }

@@ -22,7 +22,16 @@ def _function() -> None:  # pragma: no cover - only its identity matters
 # --- data -------------------------------------------------------------------------
 
 NOT_MAPPINGS = [None, [("a", [1])], "abc", 5, {"a"}, np.arange(3)]
-NON_STR_KEYS = [{1: [1]}, {b"a": [1]}, {None: [1]}, {("a",): [1]}, {"a": [1], 2.5: [2]}]
+NON_STR_KEYS = [
+    {1: [1]},
+    {b"a": [1]},
+    {None: [1]},
+    {("a",): [1]},
+    {"a": [1], 2.5: [2]},
+    # With arrays for values, so no value sends a writer to its slow path.
+    {b"a": np.zeros(1)},
+    {"a": np.zeros(1), b"b": np.zeros(1)},
+]
 EMPTY_KEYS = [{"": [1]}, {"": [1], "a": [2]}]
 
 BAD_VALUES = {
