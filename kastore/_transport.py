@@ -76,10 +76,14 @@ Body = Callable[[], Iterable[bytes]]
 class HTTPStatusError(OSError):
     """The server answered with an error status."""
 
-    def __init__(self, status: int, url: str, message: str) -> None:
+    def __init__(self, status: int, url: str, message: str, *, code: str | None = None) -> None:
         super().__init__(f"HTTP {status}: {message} ({url})")
         self.status = status
         self.url = url
+        self.detail = message
+        """The server's message: the ``detail`` of a JSON error body, or its text."""
+        self.code = code
+        """The ``error`` of a JSON error body (kastore-service's error code), if any."""
 
 
 class HTTPNotFoundError(HTTPStatusError, FileNotFoundError):
@@ -106,8 +110,8 @@ class HTTPTimeoutError(TimeoutError):
     """The server did not answer within the timeout, every time."""
 
 
-def _error_message(response: Response) -> str:
-    """What an error answer says: a JSON ``detail``, a short text, or the reason."""
+def _error_message(response: Response) -> tuple[str | None, str]:
+    """What an error answer says: a JSON ``error`` and ``detail``, a short text, or the reason."""
     body = response.read_limited(_MAX_ERROR_BODY)
     text = body.decode("utf-8", "replace").strip()
     try:
@@ -115,21 +119,23 @@ def _error_message(response: Response) -> str:
     except ValueError:
         document = None
     if isinstance(document, dict) and isinstance(document.get("detail"), str):
-        return str(document["detail"])
+        code = document.get("error")
+        return (code if isinstance(code, str) else None), document["detail"]
     if text and "html" not in response.headers.get("content-type", ""):
-        return text[:300]
-    return response.reason or "error"
+        return None, text[:300]
+    return None, response.reason or "error"
 
 
 def status_error(response: Response) -> HTTPStatusError:
     """The exception for an error answer (its body is read, up to a limit)."""
-    message = _error_message(response)
+    code, message = _error_message(response)
     status = response.status
+    cls = HTTPStatusError
     if status in (404, 410):
-        return HTTPNotFoundError(status, response.url, message)
-    if status in (401, 403):
-        return HTTPPermissionError(status, response.url, message)
-    return HTTPStatusError(status, response.url, message)
+        cls = HTTPNotFoundError
+    elif status in (401, 403):
+        cls = HTTPPermissionError
+    return cls(status, response.url, message, code=code)
 
 
 # --- transport --------------------------------------------------------------------

@@ -25,10 +25,9 @@ The hierarchy::
 
 from __future__ import annotations
 
-import json
 from typing import ClassVar
 
-from .._transport import HTTPTimeoutError, Response
+from .._transport import HTTPTimeoutError, Response, status_error
 from ..exceptions import KastoreException
 
 __all__ = [
@@ -49,9 +48,8 @@ __all__ = [
     "TooLargeError",
     "error_from",
     "transport_error",
+    "typed",
 ]
-
-_MAX_ERROR_BODY = 64 * 1024
 
 
 class RemoteError(KastoreException):
@@ -158,22 +156,16 @@ _BY_STATUS: dict[int, type[ServiceError]] = {
 
 def error_from(response: Response, method: str) -> ServiceError:
     """The exception for an error answer; reads (and closes) its body."""
-    body = response.read_limited(_MAX_ERROR_BODY)
-    error, detail = f"http_{response.status}", response.reason or ""
-    try:
-        document = json.loads(body)
-    except ValueError:
-        document = None
-    if isinstance(document, dict) and isinstance(document.get("error"), str):
-        error = document["error"]
-        detail = str(document.get("detail", detail))
-    elif body and "html" not in response.headers.get("content-type", ""):
-        detail = body.decode("utf-8", "replace").strip()[:300]
-    status = response.status
+    err = status_error(response)
+    return typed(err.status, err.code or f"http_{err.status}", err.detail, method, err.url)
+
+
+def typed(status: int, error: str, detail: str, method: str, url: str) -> ServiceError:
+    """The ``ServiceError`` subclass for a status and the service's error code."""
     cls = _BY_CODE.get(error) or _BY_STATUS.get(status)
     if cls is None:
         cls = ServerError if status >= 500 else ServiceError
-    return cls(status, error, detail, method=method, url=response.url)
+    return cls(status, error, detail, method=method, url=url)
 
 
 def transport_error(err: OSError, url: str) -> RemoteError:

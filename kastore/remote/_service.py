@@ -10,19 +10,22 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urljoin
 
+from .._http import HTTPFile
+from .._reader import Store, load
 from .._transport import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
     Body,
     HTTPConnectionError,
     HTTPProtocolError,
+    HTTPStatusError,
     HTTPTimeoutError,
     Response,
     Transport,
     origin_of,
 )
 from ._arrays import RemoteStore
-from ._errors import ProtocolError, StoreNotFoundError, error_from, transport_error
+from ._errors import ProtocolError, StoreNotFoundError, error_from, transport_error, typed
 from ._upload import FileBody
 
 __all__ = ["Service", "StoreInfo", "connect"]
@@ -89,8 +92,9 @@ class Service:
     ) -> None:
         origin_of(url)  # raises ValueError for anything but http(s)://host
         self.url = url.rstrip("/")
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._transport = Transport(timeout=timeout, retries=retries, headers=headers)
+        self._credentials = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._timeout, self._retries = timeout, retries
+        self._transport = Transport(timeout=timeout, retries=retries, headers=self._credentials)
 
     # --- requests ---
 
@@ -202,6 +206,24 @@ class Service:
         """Open the store ``name``: its keys now, its arrays when used."""
         listing = self._json("GET", f"{self._path(name)}/keys")
         return RemoteStore(self._get, listing, base_url=self.url)
+
+    def load(self, name: str) -> Store:
+        """The whole file of the store ``name`` as a ``kastore.Store``, read lazily by Range.
+
+        Like ``kastore.load(url)`` of the store's file URL, with this service's
+        key: the header and keys now, each array when it is first used.
+        """
+        url = f"{self.url}{self._path(name)}/file"
+        try:
+            file = HTTPFile(
+                url, headers=self._credentials, timeout=self._timeout, retries=self._retries
+            )
+        except HTTPStatusError as err:
+            error = err.code or f"http_{err.status}"
+            raise typed(err.status, error, err.detail, "GET", url) from err
+        except (HTTPConnectionError, HTTPTimeoutError) as err:
+            raise transport_error(err, url) from err
+        return load(file)
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):

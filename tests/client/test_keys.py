@@ -89,3 +89,17 @@ def test_load_of_a_url_that_needs_a_key(keyed: Live, small: Path) -> None:
         assert kastore.load(file)["a"].tolist() == list(range(10))
     with remote.connect(keyed.url, WRITER) as service:
         service.delete("by-url")
+
+
+def test_the_service_loads_a_whole_file_lazily_with_its_key(keyed: Live, small: Path) -> None:
+    with remote.connect(keyed.url, WRITER) as service:
+        service.upload(small, "lazy", progress=False)
+        keyed.clear()
+        store = service.load("lazy")
+        assert store["a"].tolist() == list(range(10))
+        assert [seen.headers.get("range", "")[:6] for seen in keyed.seen] == ["bytes="]
+        assert keyed.seen[0].headers["authorization"] == f"Bearer {WRITER}"
+        with pytest.raises(remote.StoreNotFoundError) as err:
+            service.load("no-such-store")
+        assert err.value.error == "store_not_found" and err.value.status == 404
+        service.delete("lazy")
