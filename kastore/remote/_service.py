@@ -25,7 +25,14 @@ from .._transport import (
     origin_of,
 )
 from ._arrays import RemoteStore
-from ._errors import ProtocolError, StoreNotFoundError, error_from, transport_error, typed
+from ._errors import (
+    ProtocolError,
+    StoreChangedError,
+    StoreNotFoundError,
+    error_from,
+    transport_error,
+    typed,
+)
 from ._upload import FileBody
 
 __all__ = ["Service", "StoreInfo", "connect"]
@@ -79,8 +86,9 @@ class Service:
     answer.
     """
 
-    #: Stores asked for per page of the listing (the most the API gives).
+    #: Stores, and keys, asked for per page of their listings (the most the API gives).
     _page_size = 1000
+    _keys_page_size = 10_000
 
     def __init__(
         self,
@@ -203,8 +211,25 @@ class Service:
         self._request("DELETE", f"{self.url}{self._path(name)}").close()
 
     def __getitem__(self, name: str) -> RemoteStore:
-        """Open the store ``name``: its keys now, its arrays when used."""
-        listing = self._json("GET", f"{self._path(name)}/keys")
+        """Open the store ``name``: its keys now (every page), its arrays when used."""
+        path: str | None = f"{self._path(name)}/keys?limit={self._keys_page_size}"
+        listing: dict[str, Any] | None = None
+        while path is not None:
+            page = self._json("GET", path)
+            if not isinstance(page, dict) or not isinstance(page.get("keys"), list):
+                raise ProtocolError(f"{self.url}{path}: not a list of keys")
+            if listing is None:
+                listing = page
+            elif page.get("sha256") != listing.get("sha256"):
+                raise StoreChangedError(
+                    f"store {name!r} was replaced on the service while its keys were listed; "
+                    "open it again"
+                )
+            else:
+                listing["keys"] += page["keys"]
+            after = page.get("next")
+            path = urljoin(f"{self.url}/", after) if isinstance(after, str) else None
+        assert listing is not None
         return RemoteStore(self._get, listing, base_url=self.url)
 
     def load(self, name: str) -> Store:

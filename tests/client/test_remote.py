@@ -196,6 +196,21 @@ def test_a_store_reads_like_the_file(service: remote.Service, sim: str, tskit_fi
         store["nodes/nope"]
 
 
+def test_every_page_of_keys_is_listed(
+    service: remote.Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = {f"k/{i:03d}": np.full(i % 5, i, dtype=np.int64) for i in range(23)}
+    path = tmp_path / "keys.kas"
+    kastore.dump(data, path)
+    name = f"keys-{tmp_path.name[:40]}"
+    service.upload(path, name, progress=False)
+    monkeypatch.setattr(service, "_keys_page_size", 5)
+    store = service[name]
+    assert list(store) == sorted(data)
+    assert np.array_equal(np.asarray(store["k/022"]), data["k/022"])
+    service.delete(name)
+
+
 def test_slicing_fetches_only_the_slice(
     live: Live, service: remote.Service, sim: str, tskit_file: Path
 ) -> None:
