@@ -161,6 +161,8 @@ def load(file: Any, *, read_all: bool, key_encoding: str) -> Any:
             )
         return store
     if isinstance(file, int) and not isinstance(file, bool):
+        if file < 0:
+            raise ValueError("negative file descriptor")  # as the Python engine's open(fd)
         return _load_fd(file, utf8, key_encoding, read_all=read_all)
     fd = _fileno(file, "read")
     try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import io
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -154,6 +156,26 @@ def test_dump_refuses_a_file_of_the_wrong_type(
         kastore.dump(GOOD, file)
     # True is not file descriptor 1.
     assert capfd.readouterr() == ("", "")
+
+
+@pytest.mark.parametrize("read_all", [False, True])
+def test_a_negative_file_descriptor_is_a_value_error(read_all: bool) -> None:
+    with pytest.raises(ValueError, match="negative file descriptor"):
+        kastore.load(-1, read_all=read_all)
+    with pytest.raises(ValueError, match="negative file descriptor"):
+        kastore.dump(GOOD, -1)
+
+
+@pytest.mark.parametrize("read_all", [False, True])
+def test_a_descriptor_that_is_not_open_is_an_os_error(read_all: bool) -> None:
+    fd = os.open(os.devnull, os.O_RDONLY)
+    os.close(fd)  # now a number no file has (this thread opens none meanwhile)
+    with pytest.raises(OSError) as error:
+        kastore.load(fd, read_all=read_all)
+    assert error.value.errno == errno.EBADF
+    with pytest.raises(OSError) as error:
+        kastore.dump(GOOD, fd)
+    assert error.value.errno == errno.EBADF
 
 
 @pytest.mark.parametrize("encoded", [None, "text", 5, [1, 2]], ids=repr)
