@@ -34,6 +34,7 @@ from ._files import is_url
 from ._transport import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
+    HTTPBrokenAnswerError,
     HTTPConnectionError,
     HTTPFileChangedError,
     HTTPProtocolError,
@@ -198,6 +199,9 @@ class HTTPFile(io.RawIOBase):
 
     def _fetch(self, start: int, stop: int) -> bytes:
         """Bytes ``[start, stop)``; the ``read_ahead`` bytes after them are kept."""
+        return self._transport.retrying(self.url, lambda: self._fetch_once(start, stop))
+
+    def _fetch_once(self, start: int, stop: int) -> bytes:
         end = min(stop + self._read_ahead, self._size)
         response = self._get(start, end - 1)
         with response:
@@ -228,7 +232,7 @@ class HTTPFile(io.RawIOBase):
         received = len(data) + len(tail)
         self.bytes_received += received
         if received != end - start:
-            raise HTTPConnectionError(
+            raise HTTPBrokenAnswerError(
                 f"{self.url}: the answer ended after {received} of {end - start} bytes"
             )
         self._block, self._block_start = tail, stop

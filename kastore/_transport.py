@@ -16,6 +16,7 @@ Its errors are ``OSError``s, as a local file's are::
     ├── HTTPProtocolError            an answer that breaks the protocol
     ├── ConnectionError
     │   └── HTTPConnectionError      no answer after every retry
+    │       └── HTTPBrokenAnswerError  an answer cut off before its end
     └── TimeoutError
         └── HTTPTimeoutError         no answer within the timeout, after every retry
 """
@@ -30,11 +31,13 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
 
 from ._version import __version__
 
 __all__ = [
+    "HTTPBrokenAnswerError",
     "HTTPConnectionError",
     "HTTPFileChangedError",
     "HTTPNotFoundError",
@@ -65,6 +68,8 @@ _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _CREDENTIALS = frozenset({"authorization", "x-api-key", "cookie"})
 #: Error bodies are read up to this size for their message.
 _MAX_ERROR_BODY = 64 * 1024
+
+T = TypeVar("T")
 
 Body = Callable[[], Iterable[bytes]]
 """Makes the request body afresh for each attempt, so a retry can send it again."""
@@ -104,6 +109,10 @@ class HTTPProtocolError(OSError):
 
 class HTTPConnectionError(ConnectionError):
     """The server could not be reached, or dropped the connection, every time."""
+
+
+class HTTPBrokenAnswerError(HTTPConnectionError):
+    """The connection broke before the end of an answer (``Transport.retrying`` tries again)."""
 
 
 class HTTPTimeoutError(TimeoutError):
@@ -195,7 +204,7 @@ class Response:
             data = self._raw.read(size) if size is not None else self._raw.read()
         except (OSError, http.client.HTTPException) as err:
             self.close()
-            raise _transport_error(err, self.url) from err
+            raise _transport_error(err, self.url, broken=True) from err
         if self._raw.isclosed() or (size is not None and len(data) < size):
             self._finish()
         return data
@@ -211,7 +220,7 @@ class Response:
                 filled += count
         except (OSError, http.client.HTTPException) as err:
             self.close()
-            raise _transport_error(err, self.url) from err
+            raise _transport_error(err, self.url, broken=True) from err
         if self._raw.isclosed():
             self._finish()
         return filled
@@ -243,16 +252,16 @@ class Response:
         self.close()
 
 
-def _transport_error(err: BaseException, url: str) -> OSError:
+def _transport_error(err: BaseException, url: str, *, broken: bool = False) -> OSError:
     where = urlsplit(url).netloc
     if isinstance(err, TimeoutError):
         return HTTPTimeoutError(f"no answer from {where} within the timeout")
     if isinstance(err, http.client.IncompleteRead):
-        return HTTPConnectionError(
+        return HTTPBrokenAnswerError(
             f"{where} closed the connection with {err.expected} bytes of the answer unsent"
         )
     reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
-    return HTTPConnectionError(f"{where}: {reason}")
+    return (HTTPBrokenAnswerError if broken else HTTPConnectionError)(f"{where}: {reason}")
 
 
 def drop_credentials(headers: Mapping[str, str]) -> dict[str, str]:
@@ -373,6 +382,21 @@ class Transport:
                 attempt = self._wait(attempt, url, err)
                 continue
             return Response(raw, url, self._releaser(origin, conn))
+
+    def retrying(self, url: str, attempt: Callable[[], T]) -> T:
+        """``attempt()``, made again (with backoff) while an answer breaks off midway.
+
+        ``request`` retries what fails before an answer begins; a GET whose
+        body is cut short must be sent again whole, which only its caller can do.
+        """
+        tries = 0
+        while True:
+            try:
+                return attempt()
+            except HTTPBrokenAnswerError as err:
+                if tries >= self.retries:
+                    raise
+                tries = self._wait(tries, url, err)
 
     def _early_answer(self, conn: http.client.HTTPConnection, url: str) -> Response | None:
         try:

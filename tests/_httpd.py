@@ -3,7 +3,8 @@
 ``RangeServer`` serves bytes from memory over HTTP/1.1 with keep-alive, as nginx
 or S3 would: ``Range`` (one range), ``ETag``, redirects and error statuses, and
 it counts what it is asked and what it sends. It can also ignore ``Range``
-(as some servers do) and hang up on the first requests it gets.
+(as some servers do), hang up on the first requests it gets, or cut the first
+answers off halfway.
 
 ``DroppingProxy`` forwards TCP connections to another server, closing the first
 few it accepts at once (a server restarting, a flaky network), or holding them
@@ -41,6 +42,7 @@ class _State:
     ranges: bool = True
     etags: bool = True
     hang_ups: int = 0
+    cut_offs: int = 0
     requests: list[Request] = field(default_factory=list)
     bytes_sent: int = 0
     connections: int = 0
@@ -113,6 +115,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
+        with self.server.state.lock:
+            cut = body and bool(data) and self.server.state.cut_offs > 0
+            self.server.state.cut_offs -= cut
+        if cut:
+            self.wfile.write(data[: len(data) // 2])
+            self.close_connection = True
+            return
         if body and data:
             # Counted before they are sent: the client may have them before this thread
             # runs again.
@@ -175,13 +184,22 @@ class DroppingProxy:
     """Forwards connections to ``target`` (host, port); the first ``drop`` are closed at once.
 
     With ``hold=True`` the first ``drop`` connections are kept open without a
-    byte of answer instead, until the proxy stops.
+    byte of answer instead, until the proxy stops; with ``cut_after=N`` they are
+    forwarded, but closed after N bytes of answer (an answer cut off midway).
     """
 
-    def __init__(self, target: tuple[str, int], *, drop: int = 0, hold: bool = False) -> None:
+    def __init__(
+        self,
+        target: tuple[str, int],
+        *,
+        drop: int = 0,
+        hold: bool = False,
+        cut_after: int | None = None,
+    ) -> None:
         self.target = target
         self.drop = drop
         self.hold = hold
+        self.cut_after = cut_after
         self.accepted = 0
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.05)
@@ -204,15 +222,18 @@ class DroppingProxy:
                 return
             client.settimeout(None)
             self.accepted += 1
+            limit = None
             if self.accepted <= self.drop:
                 if self.hold:
                     self._held.append(client)
-                else:
+                    continue
+                if self.cut_after is None:
                     client.close()
-                continue
+                    continue
+                limit = self.cut_after
             upstream = socket.create_connection(self.target)
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pipe, args=(source, sink), daemon=True).start()
+            for source, sink, most in ((client, upstream, None), (upstream, client, limit)):
+                threading.Thread(target=_pipe, args=(source, sink, most), daemon=True).start()
 
     def __enter__(self) -> DroppingProxy:
         self._thread.start()
@@ -226,10 +247,15 @@ class DroppingProxy:
             held.close()
 
 
-def _pipe(source: socket.socket, sink: socket.socket) -> None:
+def _pipe(source: socket.socket, sink: socket.socket, limit: int | None) -> None:
     try:
         for chunk in _chunks(source):
+            if limit is not None:
+                chunk = chunk[:limit]
+                limit -= len(chunk)
             sink.sendall(chunk)
+            if limit == 0:
+                break
     except OSError:
         pass
     finally:

@@ -11,13 +11,14 @@ import numpy.typing as npt
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
 from .._reader import ArrayInfo
-from .._transport import HTTPConnectionError, HTTPTimeoutError, Response
-from ._errors import ProtocolError, StoreChangedError, transport_error
+from .._transport import HTTPBrokenAnswerError, Response
+from ._errors import ProtocolError, StoreChangedError
 
 __all__ = ["RemoteArray", "RemoteStore"]
 
-#: ``fetch(url) -> Response``: a GET through the service, raising its typed errors.
-Fetch = Callable[[str], Response]
+#: ``fetch(url, consume)``: GET ``url`` from the service and return ``consume(answer)``,
+#: sent again if the answer breaks off; raises the service's typed errors.
+Fetch = Callable[[str, Callable[[Response], None]], None]
 
 
 class RemoteArray(NDArrayOperatorsMixin):
@@ -91,18 +92,18 @@ class RemoteArray(NDArrayOperatorsMixin):
         out = np.empty(count, self.dtype)
         if count or whole:
             url = self.url if whole else f"{self.url}?start={start}&stop={stop}"
-            with self._fetch_url(url) as response:
+
+            def consume(response: Response) -> None:
                 self._check(response, count)
-                try:
-                    received = response.readinto(memoryview(out.data).cast("B"))
-                    more = response.read(1)
-                except (HTTPConnectionError, HTTPTimeoutError) as err:
-                    raise transport_error(err, url) from err
-                if received != out.nbytes or more:
-                    raise ProtocolError(
-                        f"{url}: expected {out.nbytes} bytes of {self.dtype.name}, "
-                        f"got {received if received != out.nbytes else 'more'}"
+                received = response.readinto(memoryview(out.data).cast("B"))
+                if received != out.nbytes:
+                    raise HTTPBrokenAnswerError(
+                        f"{url}: the answer ended after {received} of {out.nbytes} bytes"
                     )
+                if response.read(1):
+                    raise ProtocolError(f"{url}: more than the {out.nbytes} bytes expected")
+
+            self._fetch_url(url, consume)
         out.flags.writeable = False
         return out
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -124,16 +125,30 @@ class Service:
             raise error_from(response, method)
         return response
 
-    def _get(self, url: str) -> Response:
-        return self._request("GET", url, headers={"Accept": "application/octet-stream"})
+    def _read(self, url: str, consume: Callable[[Response], None]) -> None:
+        """GET ``url`` (raw) and ``consume`` the answer; again if the answer breaks off."""
+
+        def attempt() -> None:
+            with self._request("GET", url, headers={"Accept": "application/octet-stream"}) as got:
+                consume(got)
+
+        try:
+            self._transport.retrying(url, attempt)
+        except (HTTPConnectionError, HTTPTimeoutError) as err:
+            raise transport_error(err, url) from err
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         url = path if "://" in path else f"{self.url}{path}"
-        with self._request(method, url, **kwargs) as response:
-            try:
-                body = response.read()
-            except (HTTPConnectionError, HTTPTimeoutError) as err:
-                raise transport_error(err, url) from err
+
+        def attempt() -> bytes:
+            with self._request(method, url, **kwargs) as response:
+                return response.read()
+
+        try:
+            # A GET cut off midway is sent again; an upload's answer is not worth a resend.
+            body = self._transport.retrying(url, attempt) if method == "GET" else attempt()
+        except (HTTPConnectionError, HTTPTimeoutError) as err:
+            raise transport_error(err, url) from err
         try:
             return json.loads(body)
         except ValueError as err:
@@ -230,7 +245,7 @@ class Service:
             after = page.get("next")
             path = urljoin(f"{self.url}/", after) if isinstance(after, str) else None
         assert listing is not None
-        return RemoteStore(self._get, listing, base_url=self.url)
+        return RemoteStore(self._read, listing, base_url=self.url)
 
     def load(self, name: str) -> Store:
         """The whole file of the store ``name`` as a ``kastore.Store``, read lazily by Range.

@@ -69,3 +69,23 @@ def test_a_silent_service_times_out(live: Live) -> None:
         assert isinstance(err.value, TimeoutError)
         assert proxy.accepted == 2
         assert time.monotonic() - began < 5
+
+
+def test_an_array_cut_off_midway_is_fetched_again(live: Live, tmp_path: Path) -> None:
+    path = tmp_path / "cut.kas"
+    values = np.arange(10_000, dtype=np.float64)
+    kastore.dump({"v": values}, path)
+    name = f"cut-{tmp_path.name[:40]}"
+    with remote.connect(live.url) as service:
+        service.upload(path, name, progress=False)
+    try:
+        with (
+            DroppingProxy(("127.0.0.1", live.port), drop=1, cut_after=20_000) as proxy,
+            remote.connect(proxy.base_url) as service,
+        ):
+            store = service[name]  # a short answer: the connection carries on
+            assert np.array_equal(np.asarray(store["v"]), values)
+            assert proxy.accepted == 2
+    finally:
+        with remote.connect(live.url) as service:
+            service.delete(name)

@@ -235,3 +235,10 @@ def test_the_command_line_reports_a_missing_url(
     url = server.url("/absent.kas")
     assert cli.main(["ls", url]) == 1
     assert capsys.readouterr().err.startswith(f"kastore: {url}: HTTP 404")
+
+
+def test_an_answer_cut_off_midway_is_asked_for_again(server: RangeServer, big: bytes) -> None:
+    store = kastore.load(server.serve("/sim.kas", big))
+    server.state.cut_offs = 1
+    assert np.array_equal(store["x5"], BIG["x5"])
+    assert len(server.state.requests) == 3
