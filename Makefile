@@ -38,9 +38,10 @@ REFERENCE := .bench/reference
 $(REFERENCE)/kastore: | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --target $(REFERENCE) kastore==0.3.6
 
-bench: $(VENV)/.test-installed $(REFERENCE)/kastore
+bench: $(VENV)/.test-installed $(REFERENCE)/kastore $(CHROMIUM)
 	$(BIN)/python benchmarks/codec_bench.py --reference $(REFERENCE)
 	$(BIN)/python benchmarks/service_bench.py
+	$(BIN)/python benchmarks/ui_bench.py
 	$(BIN)/python benchmarks/http_bench.py
 
 # The web UI's plotting library, vendored from npm with its licence: fetched again

@@ -40,33 +40,39 @@ def summarize(array: np.ndarray, *, buckets: int, bins: int, offset: int = 0) ->
     starts count from there. NaN in the float lists becomes null when encoded
     with orjson. Blocking: call it in a worker thread.
 
+    ``buckets=0`` or ``bins=0`` leaves that part out (an empty list), for a
+    caller that wants the other part sooner.
+
     Raises:
-        ValueError: ``buckets`` or ``bins`` is less than 1.
+        ValueError: ``buckets`` or ``bins`` is negative.
     """
-    if buckets < 1 or bins < 1:
-        raise ValueError(f"expected at least one bucket and one bin, got {buckets} and {bins}")
+    if buckets < 0 or bins < 0:
+        raise ValueError(f"expected buckets and bins >= 0, got {buckets} and {bins}")
     length = len(array)
     n = min(buckets, length)
     starts = (np.arange(n, dtype=np.int64) * length) // max(n, 1)
+    low = high = starts
     nan_count = inf_count = 0
     finite = array
     lowest: Any = None
     highest: Any = None
     if length:
-        # The extremes of the buckets are the array's: one pass over it gives both.
-        low, high = np.minimum.reduceat(array, starts), np.maximum.reduceat(array, starts)
-        lowest, highest = low.min(), high.max()
+        if n:
+            # The extremes of the buckets are the array's: one pass over it gives both.
+            low, high = np.minimum.reduceat(array, starts), np.maximum.reduceat(array, starts)
+            lowest, highest = low.min(), high.max()
+        else:
+            lowest, highest = array.min(), array.max()
         # Both finite: NaN would have won either, so every element is finite.
         if array.dtype.kind == "f" and not (np.isfinite(lowest) and np.isfinite(highest)):
             nan_count = int(np.count_nonzero(np.isnan(array)))
             finite = array[np.isfinite(array)]
             inf_count = length - nan_count - len(finite)
             lowest, highest = (finite.min(), finite.max()) if len(finite) else (None, None)
-            # fmin and fmax skip NaN: a run of NaN and ±inf alone comes out NaN (null).
-            values = np.where(np.isfinite(array), array, np.nan)
-            low, high = np.fmin.reduceat(values, starts), np.fmax.reduceat(values, starts)
-    else:
-        low = high = starts
+            if n:
+                # fmin and fmax skip NaN: a run of NaN and ±inf alone comes out NaN (null).
+                values = np.where(np.isfinite(array), array, np.nan)
+                low, high = np.fmin.reduceat(values, starts), np.fmax.reduceat(values, starts)
     count = len(finite)
     mean = float(finite.mean(dtype=np.float64)) if count else None
     return {
@@ -87,7 +93,7 @@ def summarize(array: np.ndarray, *, buckets: int, bins: int, offset: int = 0) ->
 
 
 def _histogram(finite: np.ndarray, lowest: Any, highest: Any, bins: int) -> dict[str, list[Any]]:
-    if lowest is None:
+    if lowest is None or bins == 0:
         return {"edges": [], "counts": []}
     if finite.dtype.kind in "iu":
         return _integer_histogram(finite, int(lowest), int(highest), bins)
@@ -104,10 +110,11 @@ def _histogram(finite: np.ndarray, lowest: Any, highest: Any, bins: int) -> dict
     else:  # -1e308 to 1e308: work with halves
         scale, shift, half = bins / (high * 0.5 - low * 0.5), low * 0.5, 0.5
 
+    factor, term = half * scale, -shift * scale
+
     def place(block: np.ndarray, out: npt.NDArray[np.float64]) -> None:
-        np.multiply(block, half, out=out)
-        np.subtract(out, shift, out=out)
-        np.multiply(out, scale, out=out)
+        np.multiply(block, factor, out=out)
+        np.add(out, term, out=out)
 
     counts = _count(finite, bins, place, np.float64)
     return {"edges": edges.tolist(), "counts": counts.tolist()}

@@ -23,8 +23,18 @@ document.getElementById("forget-key").addEventListener("click", () => {
 });
 showKeyState();
 
-/** Ask for a key in a dialog; resolves true when one was given (and kept). */
+let asking = null;
+
+/**
+ * Ask for a key in a dialog; resolves true when one was given (and kept).
+ * Requests refused at the same time share the one dialog.
+ */
 export function askForKey(reason) {
+  if (!asking) asking = prompt(reason).finally(() => (asking = null));
+  return asking;
+}
+
+function prompt(reason) {
   const dialog = document.getElementById("key-dialog");
   const input = document.getElementById("key-input");
   document.getElementById("key-reason").textContent = reason;

@@ -26,7 +26,7 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _check(array: np.ndarray, summary: dict[str, Any], *, buckets: int) -> None:
+def _check(array: np.ndarray, summary: dict[str, Any], *, buckets: int, bins: int = 1) -> None:
     """Everything a summary says, checked against numpy on ``array``."""
     finite = array[np.isfinite(array)] if array.dtype.kind == "f" else array
     assert summary["length"] == len(array)
@@ -55,6 +55,10 @@ def _check(array: np.ndarray, summary: dict[str, Any], *, buckets: int) -> None:
             assert _missing(low) and _missing(high)
     counts = summary["histogram"]["counts"]
     edges = summary["histogram"]["edges"]
+    if bins == 0:
+        assert (edges, counts) == ([], [])
+        return
+    assert len(counts) <= bins
     assert sum(counts) == len(finite)
     if len(finite):
         assert len(edges) == len(counts) + 1
@@ -66,7 +70,7 @@ def test_integers_down_to_the_last_value(dtype: str) -> None:
     info = np.iinfo(dtype)
     array = np.array([info.min, info.max, 0, 1, info.max, info.min + 1], dtype=dtype)
     summary = summarize(array, buckets=4, bins=8)
-    _check(array, summary, buckets=4)
+    _check(array, summary, buckets=4, bins=8)
     # Exact, not rounded through float64.
     assert (summary["min"], summary["max"]) == (int(info.min), int(info.max))
     counts = summary["histogram"]["counts"]
@@ -81,11 +85,11 @@ def test_integers_down_to_the_last_value(dtype: str) -> None:
         st.integers(0, 300),
         elements={"allow_nan": True, "allow_infinity": True},
     ),
-    buckets=st.integers(1, 50),
-    bins=st.integers(1, 40),
+    buckets=st.integers(0, 50),
+    bins=st.integers(0, 40),
 )
 def test_any_array(array: np.ndarray, buckets: int, bins: int) -> None:
-    _check(array, summarize(array, buckets=buckets, bins=bins), buckets=buckets)
+    _check(array, summarize(array, buckets=buckets, bins=bins), buckets=buckets, bins=bins)
 
 
 def test_the_histogram_is_numpys() -> None:
@@ -154,7 +158,7 @@ def test_the_route_summarizes_the_stored_array(
     array = stored[key]
     assert (body["key"], body["dtype"], body["total_length"]) == (key, str(array.dtype), len(array))
     assert (body["start"], body["stop"]) == (0, len(array))
-    _check(array, body, buckets=100)
+    _check(array, body, buckets=100, bins=30)
 
 
 def test_a_slice_is_summarized_with_positions_in_the_whole(
@@ -179,6 +183,22 @@ def test_defaults_and_size(client: TestClient, stored: dict[str, np.ndarray]) ->
     assert len(answer.content) < 80_000 < stored["walk"].nbytes
 
 
+def test_either_part_can_be_left_out(client: TestClient, stored: dict[str, np.ndarray]) -> None:
+    whole = client.get("/stores/s/summary/ints?buckets=10&bins=5").json()
+    plain = client.get("/stores/s/summary/ints?buckets=10&bins=0").json()
+    counted = client.get("/stores/s/summary/ints?buckets=0&bins=5").json()
+    assert plain["histogram"] == {"edges": [], "counts": []}
+    assert counted["buckets"] == {"starts": [], "min": [], "max": []}
+    assert plain["buckets"] == whole["buckets"]
+    assert counted["histogram"] == whole["histogram"]
+    for part in (plain, counted):
+        assert (part["min"], part["max"], part["mean"]) == (
+            whole["min"],
+            whole["max"],
+            whole["mean"],
+        )
+
+
 def test_an_unchanged_summary_answers_304(client: TestClient, stored: dict[str, Any]) -> None:
     first = client.get("/stores/s/summary/walk")
     etag = first.headers["etag"]
@@ -195,7 +215,7 @@ def test_an_unchanged_summary_answers_304(client: TestClient, stored: dict[str, 
     [
         ("/stores/nope/summary/walk", 404, "store_not_found"),
         ("/stores/s/summary/nope", 404, "key_not_found"),
-        ("/stores/s/summary/walk?buckets=0", 422, "invalid_request"),
+        ("/stores/s/summary/walk?buckets=-1", 422, "invalid_request"),
         ("/stores/s/summary/walk?buckets=10001", 422, "invalid_request"),
         ("/stores/s/summary/walk?bins=1001", 422, "invalid_request"),
         ("/stores/s/summary/walk?start=-1", 422, "invalid_request"),
