@@ -353,6 +353,12 @@ class Transport:
                     self.connections_opened += 1
             except OSError as err:
                 conn.close()
+                if isinstance(err, ssl.SSLCertVerificationError):
+                    raise HTTPConnectionError(
+                        f"{origin[1]}:{origin[2]}: {err.verify_message}: the server's TLS "
+                        "certificate is not trusted (a private CA can be named with "
+                        "SSL_CERT_FILE)"
+                    ) from err
                 if attempt >= self.retries:
                     raise _transport_error(err, url) from err
                 attempt = self._wait(attempt, url, err)

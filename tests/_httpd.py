@@ -1,5 +1,7 @@
 """Small real servers for the HTTP tests: a static file server that answers Range, and a proxy.
 
+``RangeServer(tls=context)`` speaks HTTPS.
+
 ``RangeServer`` serves bytes from memory over HTTP/1.1 with keep-alive, as nginx
 or S3 would: ``Range`` (one range), ``ETag``, redirects and error statuses, and
 it counts what it is asked and what it sends. It can also ignore ``Range``
@@ -16,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import re
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -140,9 +143,13 @@ class _Server(ThreadingHTTPServer):
 class RangeServer:
     """A static file server on 127.0.0.1 that answers Range requests; use it in ``with``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, tls: ssl.SSLContext | None = None) -> None:
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.state = _State()
+        self._scheme = "http"
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+            self._scheme = "https"
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -154,7 +161,7 @@ class RangeServer:
     @property
     def base_url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{self._scheme}://{host!s}:{port}"
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import trustme
 
 import kastore
 from kastore import cli
@@ -242,3 +244,44 @@ def test_an_answer_cut_off_midway_is_asked_for_again(server: RangeServer, big: b
     server.state.cut_offs = 1
     assert np.array_equal(store["x5"], BIG["x5"])
     assert len(server.state.requests) == 3
+
+
+@pytest.fixture(scope="module")
+def authority() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def tls_server(authority: trustme.CA) -> Iterator[RangeServer]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(context)
+    with RangeServer(tls=context) as server:
+        yield server
+
+
+def test_https_with_a_trusted_certificate(
+    tls_server: RangeServer,
+    big: bytes,
+    authority: trustme.CA,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bundle = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(bundle))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    url = tls_server.serve("/sim.kas", big)
+    assert url.startswith("https://127.0.0.1:")
+    store = kastore.load(url)
+    assert np.array_equal(store["x2"], BIG["x2"])
+    assert len(tls_server.state.requests) == 2 and tls_server.state.connections == 1
+
+
+def test_https_with_an_untrusted_certificate_is_refused_at_once(
+    tls_server: RangeServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    empty = tmp_path / "none.pem"
+    trustme.CA().cert_pem.write_to_path(str(empty))  # trusts another authority only
+    monkeypatch.setenv("SSL_CERT_FILE", str(empty))
+    with pytest.raises(HTTPConnectionError, match="certificate is not trusted"):
+        kastore.load(tls_server.serve("/sim.kas", b"x" * 100))
+    assert tls_server.state.requests == []
