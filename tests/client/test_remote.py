@@ -13,7 +13,7 @@ import pytest
 import kastore
 import kastore.remote as remote
 
-from .conftest import Live
+from .conftest import Live, serving
 
 
 @pytest.fixture
@@ -279,3 +279,20 @@ def test_errors_carry_the_services_code_and_detail(service: remote.Service, tmp_
 def test_a_missing_local_file_is_an_os_error(service: remote.Service, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         service.upload(tmp_path / "absent.kas", progress=False)
+
+
+def test_an_upload_over_the_limit_gets_the_services_answer(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    path = tmp_path / "large.kas"
+    kastore.dump({"a": np.zeros(32 << 20, np.uint8)}, path)
+    with (
+        serving(tmp_path_factory.mktemp("small-limit"), max_upload_bytes=100_000) as live,
+        remote.connect(live.url) as service,
+    ):
+        for replace in (False, True):
+            with pytest.raises(remote.TooLargeError) as err:
+                service.upload(path, "large", progress=False, replace=replace)
+            assert err.value.status == 413 and err.value.error == "upload_too_large"
+            assert "100000 bytes" in err.value.detail
+        assert service.stores() == []
