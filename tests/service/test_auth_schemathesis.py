@@ -1,0 +1,81 @@
+"""schemathesis, with all its checks, against a server whose every operation needs a key.
+
+The OpenAPI document then declares both key schemes on every operation but
+``/healthz``; schemathesis sends the key given here, and also cases without
+it or with a wrong one, which must get the documented 401s.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.security import hash_key
+
+from . import _schemathesis_hooks as hooks
+from ._server import ROOT, Server
+from .test_schemathesis import CONFIG, MAX_EXAMPLES, SEED, TIMEOUT
+
+pytestmark = pytest.mark.e2e
+
+KEY = "schemathesis-writer"
+AUTH = {"authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    folder = tmp_path_factory.mktemp("schemathesis-keys")
+    env = {"KASTORE_API_KEYS": f"{hash_key(KEY)} write", "KASTORE_PUBLIC_READ": "false"}
+    running = Server(folder / "data", folder / "server.log", env=env)
+    try:
+        running.start()
+        for name in (hooks.READ_STORE, hooks.WRITE_STORE):
+            answer = running.client.put(
+                f"/stores/{name}", content=hooks.UPLOAD.read_bytes(), headers=AUTH
+            )
+            assert answer.status_code == 201, answer.text
+        yield running
+    finally:
+        running.close()
+
+
+def test_schemathesis_finds_no_failure_with_keys(keyed_server: Server, tmp_path: Path) -> None:
+    assert keyed_server.client.get("/stores").status_code == 401  # the key is needed
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(CONFIG)
+    env = {
+        **os.environ,
+        "SCHEMATHESIS_HOOKS": "tests.service._schemathesis_hooks",
+        "PYTHONPATH": str(ROOT),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "--no-color",
+        "--config-file",
+        str(config),
+        "run",
+        f"{keyed_server.client.base_url}/openapi.json",
+        "--header",
+        f"Authorization: Bearer {KEY}",
+        "--checks=all",
+        f"--seed={SEED}",
+        f"--max-examples={MAX_EXAMPLES}",
+        "--phases=examples,coverage,fuzzing,stateful",
+        "--workers=1",
+        "--request-timeout=10",
+    ]
+    result = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT
+    )
+    report = result.stdout + result.stderr
+    assert result.returncode == 0, report
+    assert " passed" in report and "failure" not in report, report
+    log = keyed_server.output()
+    assert "Traceback" not in log, log
