@@ -54,6 +54,7 @@ class Index:
     def __init__(self, path: Path, *, cached: int = 4096) -> None:
         self._cache: OrderedDict[str, StoreRecord] = OrderedDict()
         self._cached = cached
+        self._path = path
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -90,10 +91,18 @@ class Index:
         return int(total)
 
     def totals(self) -> tuple[int, int, int]:
-        """Stores, keys and bytes: the number of names, and their files' keys and sizes summed."""
-        row = self._db.execute(
-            "SELECT count(*), coalesce(sum(num_keys), 0), coalesce(sum(size), 0) FROM stores"
-        ).fetchone()
+        """Stores, keys and bytes: the number of names, and their files' keys and sizes summed.
+
+        Reads through a connection of its own, so it may run in a worker thread
+        while the event loop's thread uses the index (WAL lets them both read).
+        """
+        reader = sqlite3.connect(f"{self._path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            row = reader.execute(
+                "SELECT count(*), coalesce(sum(num_keys), 0), coalesce(sum(size), 0) FROM stores"
+            ).fetchone()
+        finally:
+            reader.close()
         return int(row[0]), int(row[1]), int(row[2])
 
     def put(

@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
@@ -169,12 +169,13 @@ def create_app(settings: Settings | None = None, *, storage: Storage | None = No
     answer_head(app.router)  # the documentation pages
     metrics = None
     if settings.metrics:
-        metrics = Metrics(lambda: getattr(app.state, "storage", None))
+        metrics = Metrics()
         exposition = metrics.exposition
 
         @app.get(METRICS_PATH, include_in_schema=False)
-        async def prometheus_metrics() -> Response:
-            return Response(exposition(), media_type=METRICS_MEDIA_TYPE)
+        async def prometheus_metrics(request: Request) -> Response:
+            storage = getattr(request.app.state, "storage", None)
+            return Response(await exposition(storage), media_type=METRICS_MEDIA_TYPE)
 
     all_routes = [route for router in [*routers, app.router] for route in router.routes]
     install_error_handlers(app, routes=all_routes)

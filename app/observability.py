@@ -18,6 +18,7 @@ cache's hits and misses are read from the storage when ``/metrics`` is asked.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -25,6 +26,7 @@ import threading
 import time
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import accumulate
 from typing import Any
@@ -71,33 +73,43 @@ _BOUNDS = [*(repr(float(bound)) for bound in _BUCKETS), "+Inf"]
 _UNMATCHED = "unmatched"
 
 
-class _StorageCollector(Collector):
-    """Series read from the storage when scraped: what is stored, and the cache's use."""
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """The storage's figures at a scrape."""
 
-    def __init__(self, storage: Callable[[], Storage | None]) -> None:
-        self._storage = storage
+    stores: int
+    keys: int
+    size: int
+    cache_hits: int
+    cache_misses: int
+
+
+class _StorageCollector(Collector):
+    """Series of the storage, from the figures taken at the scrape under way."""
+
+    def __init__(self) -> None:
+        self.stored: _Stored | None = None
 
     def collect(self) -> Iterator[Metric]:
-        storage = self._storage()
-        if storage is None:  # not started yet, or stopped
+        stored = self.stored
+        if stored is None:  # not started yet, or stopped
             return
-        stores, keys, size = storage.totals()
-        yield GaugeMetricFamily("kastore_stores", "Stores (names) there are.", value=stores)
+        yield GaugeMetricFamily("kastore_stores", "Stores (names) there are.", value=stored.stores)
         yield GaugeMetricFamily(
-            "kastore_stored_keys", "Keys (arrays) in all stores together.", value=keys
+            "kastore_stored_keys", "Keys (arrays) in all stores together.", value=stored.keys
         )
         yield GaugeMetricFamily(
-            "kastore_stored_bytes", "Bytes of all stores' files together.", value=size
+            "kastore_stored_bytes", "Bytes of all stores' files together.", value=stored.size
         )
         yield CounterMetricFamily(
             "kastore_open_store_cache_hits",
             "Lookups of a parsed file answered from the open-store cache.",
-            value=storage.cache_hits,
+            value=stored.cache_hits,
         )
         yield CounterMetricFamily(
             "kastore_open_store_cache_misses",
             "Lookups of a parsed file that had to parse it.",
-            value=storage.cache_misses,
+            value=stored.cache_misses,
         )
 
 
@@ -123,13 +135,14 @@ class Metrics(Collector):
     series.
     """
 
-    def __init__(self, storage: Callable[[], Storage | None]) -> None:
+    def __init__(self) -> None:
         self._series: dict[tuple[str, str, int], _Series] = {}
         self._accepted = 0
         self._refused: dict[str, int] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(self)
-        self.registry.register(_StorageCollector(storage))
+        self._storage = _StorageCollector()
+        self.registry.register(self._storage)
 
     def observe(
         self,
@@ -209,8 +222,20 @@ class Metrics(Collector):
             refused.add_metric([reason], count)
         yield refused
 
-    def exposition(self) -> bytes:
-        """Every series in the Prometheus text format."""
+    async def exposition(self, storage: Storage | None) -> bytes:
+        """Every series in the Prometheus text format.
+
+        The storage's totals are summed by the index in a worker thread (a
+        table of many stores takes a while); the rest is read here, on the
+        event loop's thread, where requests are counted.
+        """
+        if storage is None:
+            self._storage.stored = None
+        else:
+            stores, keys, size = await asyncio.to_thread(storage.totals)
+            self._storage.stored = _Stored(
+                stores, keys, size, storage.cache_hits, storage.cache_misses
+            )
         return generate_latest(self.registry)
 
 

@@ -145,7 +145,10 @@ class Storage:
         return self._index.page(offset=offset, limit=limit), self._index.count()
 
     def totals(self) -> tuple[int, int, int]:
-        """How many stores there are, their keys and their bytes, all added up."""
+        """How many stores there are, their keys and their bytes, all added up.
+
+        Safe to call from a worker thread (the index reads it on its own connection).
+        """
         return self._index.totals()
 
     async def open(self, record: StoreRecord) -> OpenStore:
