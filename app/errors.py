@@ -23,6 +23,7 @@ from starlette.routing import BaseRoute, Match, Route
 __all__ = [
     "AnonymousWriteRefusedError",
     "BusyError",
+    "CORSRefusedError",
     "CrossOriginWriteError",
     "ErrorAnswer",
     "HeadersTooLargeError",
@@ -285,6 +286,23 @@ class InsufficientScopeError(ServiceError):
     @classmethod
     def example(cls) -> Self:
         return cls("read", "write")
+
+
+class CORSRefusedError(ServiceError):
+    status_code = 400
+    code = "cors_refused"
+
+    def __init__(self, origin: str, refused: str) -> None:
+        super().__init__(
+            f"the preflight of a page of {_shown(origin)!r} asks for what is not allowed "
+            f"({refused}); the server's KASTORE_CORS_ORIGINS lists the origins allowed, and "
+            "pages may send Range, If-None-Match, If-Range, Authorization, X-API-Key and "
+            "X-Request-ID with GET, HEAD, POST, PUT or DELETE"
+        )
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls("http://evil.example", "Disallowed CORS origin")
 
 
 class NotAcceptableError(ServiceError):

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 import kastore
@@ -21,6 +20,7 @@ from .routes import answer_head, arrays, health, stores, summary, ui
 from .security import (
     METRICS_PATH,
     AccessMiddleware,
+    CORSPolicy,
     KeyConfigError,
     KeyRing,
     describe_access,
@@ -185,7 +185,7 @@ def create_app(settings: Settings | None = None, *, storage: Storage | None = No
     app.add_middleware(AccessMiddleware, settings=settings, keys=keys)
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware,
+            CORSPolicy,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "HEAD", "POST", "PUT", "DELETE"],
             allow_headers=CORS_ALLOW_HEADERS,

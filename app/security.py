@@ -50,11 +50,15 @@ from urllib.parse import urlsplit
 
 import orjson
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.datastructures import Headers
+from starlette.responses import Response
 
 from .config import Settings
 from .deps import SettingsDep
 from .errors import (
     AnonymousWriteRefusedError,
+    CORSRefusedError,
     CrossOriginWriteError,
     InsufficientScopeError,
     InvalidKeyError,
@@ -68,6 +72,7 @@ from .errors import (
 __all__ = [
     "METRICS_PATH",
     "AccessMiddleware",
+    "CORSPolicy",
     "KeyConfigError",
     "KeyRing",
     "Scope",
@@ -428,6 +433,22 @@ def document_security(app: FastAPI, settings: Settings, keys: KeyRing) -> None:
 
 
 # --- origins of web pages -----------------------------------------------------------
+
+
+class CORSPolicy(CORSMiddleware):
+    """Starlette's CORS, with refused preflights answered in the JSON error body."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        answer = super().preflight_response(request_headers)
+        if answer.status_code != 400:
+            return answer
+        refused = bytes(answer.body).decode(errors="replace")
+        error = CORSRefusedError(request_headers["origin"], refused)
+        body = orjson.dumps(error_body(error.code, error.detail))
+        headers = {k: v for k, v in answer.headers.items() if k.lower() != "content-length"}
+        headers["content-type"] = "application/json"
+        return Response(body, status_code=error.status_code, headers=headers)
+
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 

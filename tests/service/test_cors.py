@@ -17,7 +17,7 @@ from app.security import hash_key
 
 from ._browser import PageServer, chromium
 from ._server import Server
-from ._support import TestClient, upload
+from ._support import TestClient, error_of, upload
 from .conftest import ClientFactory
 
 PAGE = "https://page.example"
@@ -63,8 +63,24 @@ def test_a_preflight_from_another_origin_is_refused(cors: TestClient) -> None:
     answer = cors.options(
         ARRAY, headers={"origin": "https://other.example", "access-control-request-method": "GET"}
     )
-    assert answer.status_code == 400
+    body = error_of(answer, 400)
+    assert body["error"] == "cors_refused"
+    assert "'https://other.example'" in body["detail"] and "origin" in body["detail"]
+    assert "KASTORE_CORS_ORIGINS" in body["detail"]
     assert "access-control-allow-origin" not in answer.headers
+
+
+def test_a_preflight_asking_for_another_header_is_refused(cors: TestClient) -> None:
+    answer = cors.options(
+        ARRAY,
+        headers={
+            "origin": PAGE,
+            "access-control-request-method": "GET",
+            "access-control-request-headers": "x-secret",
+        },
+    )
+    assert error_of(answer, 400)["error"] == "cors_refused"
+    assert "headers" in answer.json()["detail"]
 
 
 def test_answers_expose_the_headers_a_page_needs(cors: TestClient) -> None:
