@@ -28,6 +28,7 @@ from ._server import Server
 pytestmark = pytest.mark.e2e
 
 KEY = "ui-reader-writer-key"
+SLOW = 30_000  # ms, for pages of ten thousand rows on a busy machine
 WALK_LENGTH = 1_500_000  # past the page's threshold (1,000,000): plotted from the summary
 
 # What counts as the plot's ink: the series' blue (rgb 31, 119, 180) and its fill,
@@ -327,3 +328,71 @@ def test_a_key_is_asked_for_once_and_kept_for_the_tab(
     assert len(keyed) == len(api_calls) - 1, api_calls
     with pytest.raises(StopIteration):
         next(pages)
+
+
+def test_a_name_in_use_can_be_replaced(
+    page: Page, server: Server, traffic: Traffic, tskit_file: Path, tmp_path: Path
+) -> None:
+    _post(server, tskit_file, "sim")
+    other = tmp_path / "other.kas"
+    kastore.dump({"x": np.arange(3, dtype=np.int8)}, other)
+    page.goto(f"{traffic.base}/")
+    page.fill("#upload-name", "sim")
+    page.set_input_files("#file-input", other)
+    result = page.locator("#upload-result")
+    expect(result).to_contain_text("a store named 'sim' already exists")
+    assert server.client.get("/stores/sim").json()["num_keys"] > 1
+    result.locator("button", has_text="Replace it").click()
+    expect(result).to_contain_text("Replaced sim: 1 keys")
+    assert server.client.get("/stores/sim/file").content == other.read_bytes()
+
+
+def test_the_progress_bar_follows_the_upload(
+    page: Page, server: Server, traffic: Traffic, tmp_path: Path
+) -> None:
+    path = tmp_path / "slow.kas"
+    kastore.dump({"x": np.zeros(1 << 18)}, path)  # 2 MiB
+    page.goto(f"{traffic.base}/")
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 1 << 20},
+    )
+    page.evaluate(
+        """() => {
+            window.seen = [];
+            const bar = document.getElementById("upload-bar");
+            new MutationObserver(() => window.seen.push(bar.value)).observe(bar, {
+              attributes: true,
+            });
+        }"""
+    )
+    page.set_input_files("#file-input", path)
+    expect(page.locator("#upload-result")).to_contain_text("Stored slow", timeout=20_000)
+    seen = page.evaluate("window.seen")
+    assert any(0 < value < 1 for value in seen), seen
+    assert seen == sorted(seen), seen
+
+
+def test_a_store_of_many_keys_loads_them_a_page_at_a_time(
+    page: Page, server: Server, traffic: Traffic, tmp_path: Path
+) -> None:
+    keys = {f"t{i % 7}/k{i:05d}": np.arange(i % 5, dtype=np.uint16) for i in range(12_000)}
+    kastore.dump(keys, tmp_path / "many.kas")
+    _post(server, tmp_path / "many.kas")
+    page.goto(f"{traffic.base}/ui/stores/many")
+    # Ten thousand rows take a while to draw on a busy machine.
+    page.set_default_timeout(SLOW)
+    count = page.locator("#count")
+    expect(count).to_have_text("12,000 keys (10,000 loaded)", timeout=SLOW)
+    # In file order (sorted): the first 10,000 keys are those of t0/ to t5/.
+    expect(page.locator("details.group")).to_have_count(6, timeout=SLOW)
+    page.click("#more")
+    expect(page.locator("details.group")).to_have_count(7, timeout=SLOW)
+    expect(count).to_have_text("12,000 keys", timeout=SLOW)
+    expect(page.locator("#more")).to_be_hidden(timeout=SLOW)
+    expect(page.locator("tr[data-key]")).to_have_count(12_000, timeout=SLOW)
+    page.fill("#filter", "k1199")
+    expect(page.locator("tr[data-key]")).to_have_count(10, timeout=SLOW)
+    expect(count).to_have_text("10 of 12,000 keys", timeout=SLOW)
