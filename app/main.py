@@ -63,10 +63,15 @@ downloading the whole file.
 Upload with `curl -F file=@sim.trees http://localhost:8000/stores`, list keys
 with `GET /stores/sim/keys`, download with `GET /stores/sim/arrays/edges/left`.
 Every error answer is JSON: `{"error": CODE, "detail": MESSAGE}`; the codes
-are listed with the `ErrorAnswer` schema, and each operation shows an example
-of each error it can answer. Every GET answers HEAD; raw downloads answer
-`If-None-Match`, `Range` and `If-Range`. Writes sent by web pages of other
-origins than this server's (or `KASTORE_CORS_ORIGINS`) are refused with 403.
+are listed below, and each operation shows an example of each error it can
+answer. Every GET answers HEAD; raw downloads answer `If-None-Match`, `Range`
+and `If-Range`. Writes sent by web pages of other origins than this server's
+(or `KASTORE_CORS_ORIGINS`) are refused with 403.
+
+Writes need an API key with the `write` scope once the server has keys (and
+on any address but loopback): send it as `Authorization: Bearer KEY` or
+`X-API-Key: KEY`, or enter it with **Authorize** on this page. Each operation
+says which scope it needs.
 """
 
 
