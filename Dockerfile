@@ -1,11 +1,13 @@
 # kastore-service: the HTTP service in a small image.
 #
 #   docker build -t kastore-service .
-#   docker run -p 8000:8000 -v kastore-data:/data kastore-service
+#   docker run --rm kastore-service python -m app keys create --scope write
+#   docker run -p 8000:8000 -v kastore-data:/data -e KASTORE_API_KEYS='HASH write' kastore-service
 #
 # Settings are the service's KASTORE_* environment variables (app/config.py),
-# e.g. `-e KASTORE_LOG_LEVEL=debug`. Stores live in the /data volume; a host
-# directory mounted there must be writable by uid 10001.
+# e.g. `-e KASTORE_LOG_LEVEL=debug`. Without a key the server refuses writes (it
+# listens on 0.0.0.0). Stores live in the /data volume; a host directory mounted
+# there must be writable by uid 10001 (chown 10001 DIR), or run with --user.
 
 ############################################################################
 # deps: the dependencies in /opt/venv. Rebuilt only when pyproject.toml
