@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -147,3 +149,27 @@ def test_unusable_keys_are_one_line(tmp_path: Path, env: dict[str, str], words: 
     line = one_line_failure(run_app(env={"KASTORE_DATA_DIR": str(tmp_path / "data"), **env}))
     for word in words:
         assert word in line
+
+
+def test_listening_on_all_interfaces_without_a_key_refuses_writes_and_says_so(
+    tmp_path: Path, tskit_file: Path
+) -> None:
+    server = Server(tmp_path / "data", tmp_path / "server.log", env={"KASTORE_HOST": "0.0.0.0"})
+    server.start()
+    try:
+        answer = server.client.put("/stores/sim", content=tskit_file.read_bytes())
+        assert answer.status_code == 401
+        assert answer.json()["error"] == "anonymous_write_refused"
+        assert "0.0.0.0" in answer.json()["detail"]
+        assert server.client.get("/stores").status_code == 200
+        server.stop(signal.SIGTERM)
+        start = [
+            line
+            for line in map(json.loads, server.output().splitlines())
+            if line["logger"] == "app" and "API key" in line["message"]
+        ]
+        assert len(start) == 1, server.output()
+        assert start[0]["level"] == "WARNING"
+        assert "KASTORE_ANONYMOUS_WRITE=true" in start[0]["message"]
+    finally:
+        server.close()
