@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from typing import Annotated, Any
+from weakref import WeakKeyDictionary
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
@@ -28,6 +29,9 @@ MAX_BUCKETS = 10_000
 MAX_BINS = 1_000
 #: Encoded summaries kept, by content: each is some tens of kilobytes at most.
 CACHED_SUMMARIES = 64
+#: Summaries computed at once. Each keeps a worker thread busy for as long as its
+#: array takes (seconds for gigabytes): the threads the storage needs stay free.
+CONCURRENT_SUMMARIES = 2
 
 Number = int | float | None
 
@@ -86,6 +90,16 @@ class _Summaries:
 
 
 _cache = _Summaries(CACHED_SUMMARIES)
+_limits: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = WeakKeyDictionary()
+
+
+def _limit() -> asyncio.Semaphore:
+    """The running loop's limit of summaries computed at once (a semaphore is bound to one)."""
+    loop = asyncio.get_running_loop()
+    limit = _limits.get(loop)
+    if limit is None:
+        limit = _limits[loop] = asyncio.Semaphore(CONCURRENT_SUMMARIES)
+    return limit
 
 
 @router.get(
@@ -163,9 +177,10 @@ async def summarize_array(
     body = _cache.get(ident)
     if body is None:
         array = whole[first:end]
-        summary = await asyncio.to_thread(
-            summarize, array, buckets=buckets, bins=bins, offset=first
-        )
+        async with _limit():
+            summary = await asyncio.to_thread(
+                summarize, array, buckets=buckets, bins=bins, offset=first
+            )
         described = {
             "key": key,
             "dtype": str(whole.dtype),

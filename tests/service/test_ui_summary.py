@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import kastore
+from app.routes import summary as summary_route
 from app.summary import BLOCK_ELEMENTS, summarize
 
 from ._support import TRICKY_KEYS, TestClient, upload
@@ -253,3 +257,37 @@ def test_it_is_documented(reader: TestClient) -> None:
         "buckets",
         "bins",
     }
+
+
+def test_at_most_two_summaries_are_computed_at_once_off_the_loop(
+    client: TestClient, stored: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each holds a worker thread: the others wait, and /healthz is answered meanwhile."""
+    running: list[int] = []
+    lock = threading.Lock()
+    now = [0]
+    release = threading.Event()
+
+    def slow(array: np.ndarray, **options: Any) -> dict[str, Any]:
+        with lock:
+            now[0] += 1
+            running.append(now[0])
+        release.wait(timeout=10)
+        with lock:
+            now[0] -= 1
+        return summarize(array, **options)
+
+    monkeypatch.setattr(summary_route, "summarize", slow)
+    with ThreadPoolExecutor(4) as pool:
+        answers = [
+            pool.submit(client.get, f"/stores/s/summary/walk?buckets={n}") for n in range(5, 9)
+        ]
+        deadline = time.monotonic() + 10
+        while len(running) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # time enough for a third to start, were it allowed to
+        assert client.get("/healthz").status_code == 200
+        assert running == [1, 2]
+        release.set()
+        assert [answer.result().status_code for answer in answers] == [200] * 4
+    assert max(running) == 2 and len(running) == 4
