@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from ..config import Settings
 from ..deps import SettingsDep, StoreName
 from ..keytable import quote_key
 from . import answer_head, arrays
@@ -54,7 +55,7 @@ def static_files() -> StaticFiles:
     return StaticFiles(directory=_HERE / "static")
 
 
-def _page(request: Request, template: str, settings: Any, **context: Any) -> HTMLResponse:
+def _page(request: Request, template: str, settings: Settings, **context: Any) -> HTMLResponse:
     root = request.scope.get("root_path", "")
     return _templates.TemplateResponse(
         request,

@@ -197,13 +197,15 @@ function histogram(summary) {
 
 // --- values as text, and ragged columns row by row --------------------------------------
 
-const decoder = new TextDecoder("utf-8", { fatal: true });
-
-/** The bytes as text, if they are UTF-8 without control characters (but tab and newlines). */
-function asText(values) {
+/**
+ * The bytes as text, if they are UTF-8 without control characters (but tab and newlines).
+ * A cut-off start of an array (partial) may end inside a character.
+ */
+function asText(values, partial = false) {
   if (!(values instanceof Uint8Array || values instanceof Int8Array)) return null;
+  const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
   try {
-    const text = decoder.decode(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
+    const text = new TextDecoder("utf-8", { fatal: true }).decode(bytes, { stream: partial });
     return /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/.test(text) ? null : text;
   } catch {
     return null;
@@ -284,7 +286,7 @@ async function showValues(summary, values) {
     bytes = await fetchValues(summary.dtype, 0, TEXT_PREVIEW_BYTES);
     note = ` (the first ${formatBytes(TEXT_PREVIEW_BYTES)})`;
   }
-  const text = asText(bytes);
+  const text = asText(bytes, bytes.length < summary.total_length);
   if (text !== null) showText(text, note);
 }
 

@@ -396,3 +396,34 @@ def test_a_store_of_many_keys_loads_them_a_page_at_a_time(
     page.fill("#filter", "k1199")
     expect(page.locator("tr[data-key]")).to_have_count(10, timeout=SLOW)
     expect(count).to_have_text("10 of 12,000 keys", timeout=SLOW)
+
+
+def test_a_ragged_numeric_column_is_shown_a_hundred_rows_at_a_time(
+    page: Page, server: Server, traffic: Traffic, tmp_path: Path
+) -> None:
+    lengths = np.arange(150) % 4  # rows of 0 to 3 values
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.uint32)
+    values = np.arange(offsets[-1], dtype=np.int32) * 10
+    kastore.dump({"parents": values, "parents_offset": offsets}, tmp_path / "ragged.kas")
+    _post(server, tmp_path / "ragged.kas")
+    page.goto(f"{traffic.base}/ui/stores/ragged/arrays/parents")
+    rows = page.locator("#text table.rows tbody tr")
+    expect(rows).to_have_count(100)
+    expect(page.locator("#text-title")).to_contain_text("Rows: 150, split by parents_offset")
+
+    def shown(i: int) -> str:
+        row = values[offsets[i] : offsets[i + 1]]
+        return f"{i}[{', '.join(str(v) for v in row)}]"
+
+    expect(rows.nth(0)).to_have_text(shown(0))
+    expect(rows.nth(3)).to_have_text(shown(3))
+    page.click("#more-rows")
+    expect(rows).to_have_count(150)
+    expect(rows.nth(149)).to_have_text(shown(149))
+    expect(page.locator("#more-rows")).to_be_hidden()
+    # The rows come a page at a time, as slices of the column.
+    fetched = [p for p in traffic.paths() if p.startswith("/stores/ragged/arrays/parents?")]
+    assert fetched == [
+        f"/stores/ragged/arrays/parents?start={offsets[0]}&stop={offsets[100]}",
+        f"/stores/ragged/arrays/parents?start={offsets[100]}&stop={offsets[150]}",
+    ]
