@@ -62,6 +62,7 @@ def _page(request: Request, template: str, settings: Settings, **context: Any) -
         template,
         {
             "root": root,
+            "base_url": str(request.base_url).rstrip("/"),
             "static": f"{root}{STATIC_PATH}",
             "max_json_bytes": settings.max_json_bytes,
             "threshold": THRESHOLD_ELEMENTS,
