@@ -30,6 +30,7 @@ import select
 import ssl
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
@@ -302,6 +303,8 @@ class Transport:
         self.backoff = backoff
         self.headers = dict(headers or {})
         self._idle: dict[_Origin, list[http.client.HTTPConnection]] = {}
+        # Idle connections are closed when the transport goes, even if nobody closes it.
+        weakref.finalize(self, _close_idle, self._idle)
         self._lock = threading.Lock()
         self._closed = False
         self.connections_opened = 0
@@ -450,16 +453,20 @@ class Transport:
         """Close every idle connection; requests made afterwards raise ``ValueError``."""
         with self._lock:
             self._closed = True
-            idle, self._idle = self._idle, {}
-        for connections in idle.values():
-            for conn in connections:
-                conn.close()
+            _close_idle(self._idle)
 
     def __enter__(self) -> Transport:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _close_idle(idle: dict[_Origin, list[http.client.HTTPConnection]]) -> None:
+    for connections in idle.values():
+        for conn in connections:
+            conn.close()
+    idle.clear()
 
 
 def _still_open(conn: http.client.HTTPConnection) -> bool:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import shutil
 import tracemalloc
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -296,3 +298,13 @@ def test_an_upload_over_the_limit_gets_the_services_answer(
             assert err.value.status == 413 and err.value.error == "upload_too_large"
             assert "100000 bytes" in err.value.detail
         assert service.stores() == []
+
+
+def test_a_service_dropped_without_close_leaves_no_connection_open(live: Live) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        service = remote.connect(live.url)
+        service.stores()
+        del service
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import ssl
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -285,3 +287,15 @@ def test_https_with_an_untrusted_certificate_is_refused_at_once(
     with pytest.raises(HTTPConnectionError, match="certificate is not trusted"):
         kastore.load(tls_server.serve("/sim.kas", b"x" * 100))
     assert tls_server.state.requests == []
+
+
+def test_a_store_dropped_without_close_leaves_no_connection_open(
+    server: RangeServer, big: bytes
+) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        store = kastore.load(server.serve("/sim.kas", big))
+        store["x1"]
+        del store
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
