@@ -46,39 +46,50 @@ class StoreRecord:
 class Index:
     """Names to store records, kept in ``index.sqlite3``.
 
-    Used from the event loop's thread only, by the one process that owns the
-    data directory; so the records looked up most recently can be kept in
-    memory, and every change made here updates them.
+    Owned by one process (the one that owns the data directory). Two
+    connections: reads run on the event loop's thread (they are quick, and
+    answered from memory for the names looked up most recently); writes
+    (``put``, ``delete``) block on the disk's flush, so callers run them in a
+    worker thread, one at a time, and then tell the index on the event loop's
+    thread (``settle``), which keeps its memory of records in step.
     """
 
     def __init__(self, path: Path, *, cached: int = 4096) -> None:
         self._cache: OrderedDict[str, StoreRecord] = OrderedDict()
         self._cached = cached
         self._path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._writer = _connect(path)
+        self._writer.executescript(_SCHEMA)
+        self._db = _connect(path)
 
     def close(self) -> None:
         self._db.close()
+        self._writer.close()
 
     def get(self, name: str) -> StoreRecord | None:
         record = self._cache.get(name)
         if record is None:
-            record = self._query(name)
+            record = self._query(self._db, name)
             if record is not None:
                 self._remember(record)
         return record
 
-    def _query(self, name: str) -> StoreRecord | None:
-        row = self._db.execute(f"SELECT {_COLUMNS} FROM stores WHERE name = ?", (name,)).fetchone()
+    @staticmethod
+    def _query(db: sqlite3.Connection, name: str) -> StoreRecord | None:
+        row = db.execute(f"SELECT {_COLUMNS} FROM stores WHERE name = ?", (name,)).fetchone()
         return None if row is None else StoreRecord._from_row(row)
 
     def _remember(self, record: StoreRecord) -> None:
         self._cache[record.name] = record
         if len(self._cache) > self._cached:
             self._cache.popitem(last=False)
+
+    def settle(self, name: str, record: StoreRecord | None) -> None:
+        """After a write: ``name`` now points at ``record`` (None: it is gone)."""
+        if record is None:
+            self._cache.pop(name, None)
+        else:
+            self._remember(record)
 
     def page(self, *, offset: int, limit: int) -> list[StoreRecord]:
         rows = self._db.execute(
@@ -108,33 +119,33 @@ class Index:
     def put(
         self, name: str, sha256: str, size: int, num_keys: int, *, replace: bool
     ) -> tuple[StoreRecord | None, StoreRecord | None]:
-        """Point ``name`` at a blob.
+        """Point ``name`` at a blob (blocking: a write; see the class).
 
         Returns ``(new, old)``: ``new`` is None when the name was taken and
         ``replace`` is false; ``old`` is the record it replaced, if any.
         """
         created = datetime.now(UTC).replace(microsecond=0)
         record = StoreRecord(name, sha256, size, num_keys, created)
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            old = self._query(name)
+        db = self._writer
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            old = self._query(db, name)
             if old is not None and not replace:
                 return None, old
-            self._db.execute(
+            db.execute(
                 f"INSERT OR REPLACE INTO stores ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
                 (name, sha256, size, num_keys, created.isoformat()),
             )
-        self._remember(record)
         return record, old
 
     def delete(self, name: str) -> StoreRecord | None:
-        """Remove ``name``; return the record it had, or None."""
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            old = self._query(name)
+        """Remove ``name``; return the record it had, or None (blocking: a write)."""
+        db = self._writer
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            old = self._query(db, name)
             if old is not None:
-                self._db.execute("DELETE FROM stores WHERE name = ?", (name,))
-        self._cache.pop(name, None)
+                db.execute("DELETE FROM stores WHERE name = ?", (name,))
         return old
 
     def references(self, sha256: str) -> bool:
@@ -144,3 +155,10 @@ class Index:
 
     def blobs(self) -> set[str]:
         return {sha for (sha,) in self._db.execute("SELECT DISTINCT sha256 FROM stores")}
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    return db

@@ -306,8 +306,13 @@ class Storage:
                     raise _disk_error(err) from None
                 # The index decides, in one transaction, whether the name is free.
                 try:
-                    new, old = self._index.put(
-                        name, temp.sha256, temp.size, upload.num_keys, replace=replace
+                    new, old = await asyncio.to_thread(
+                        self._index.put,
+                        name,
+                        temp.sha256,
+                        temp.size,
+                        upload.num_keys,
+                        replace=replace,
                     )
                 except sqlite3.Error as err:
                     doomed += self._unpublish(temp.sha256)
@@ -317,6 +322,7 @@ class Storage:
                 if new is None:
                     doomed += self._unpublish(temp.sha256)
                     raise StoreExistsError(name)
+                self._index.settle(name, new)
                 if old is not None and old.sha256 != new.sha256:
                     doomed += self._unpublish(old.sha256)
                 return new, old is None
@@ -331,23 +337,31 @@ class Storage:
         doomed: list[Path] = []
         try:
             async with self._lock:
-                try:
-                    old = self._index.delete(name)
-                except sqlite3.Error as err:
-                    if not _disk_full(err):
-                        raise
-                    self._blobs.free_reserve()
-                    try:
-                        old = self._index.delete(name)
-                    except sqlite3.Error as again:
-                        if _disk_full(again):
-                            raise InsufficientStorageError() from None
-                        raise
+                old = await asyncio.to_thread(self._delete_from_index, name)
+                self._index.settle(name, None)
                 if old is None:
                     raise StoreNotFoundError(name)
                 doomed += self._unpublish(old.sha256)
         finally:
             await self._remove(doomed)
+
+    def _delete_from_index(self, name: str) -> StoreRecord | None:
+        """Delete ``name`` from the index, with the reserve's room if the disk is full.
+
+        Blocking: call it in a worker thread.
+        """
+        try:
+            return self._index.delete(name)
+        except sqlite3.Error as err:
+            if not _disk_full(err):
+                raise
+        self._blobs.free_reserve()
+        try:
+            return self._index.delete(name)
+        except sqlite3.Error as err:
+            if _disk_full(err):
+                raise InsufficientStorageError() from None
+            raise
 
     def _unpublish(self, sha256: str) -> list[Path]:
         """Take a blob out of ``blobs/`` once no name points at it; return where it went.
