@@ -378,7 +378,10 @@ def load(
         file: a path (``str``, ``bytes`` or ``os.PathLike``), an integer file
             descriptor, or a file object with ``read()``. Descriptors and file
             objects are left open, positioned just after the store, so stores
-            written back to back load one after another.
+            written back to back load one after another. An ``http://`` or
+            ``https://`` URL is read by Range requests: the header and keys
+            now, each array on first use (``OSError`` s such as
+            ``FileNotFoundError`` for a 404 or ``PermissionError`` for a 403).
         read_all: read the whole store into memory instead of memory-mapping
             it. Sources that cannot be mapped (pipes, sockets, ``BytesIO``) are
             always read.
