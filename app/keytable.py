@@ -72,7 +72,10 @@ class OpenStore:
         self.num_keys = int(n)
         #: Positions of the keys in sorted order, or None when the file has them sorted.
         self.order: npt.NDArray[np.int64] | None = self._sort_order()
-        #: Encoded key listing pages, by (offset, limit); see ``page``.
+        keys = int(self.key_lens.sum()) if n else 0
+        order = 0 if self.order is None else self.order.nbytes
+        self._base_cost = HEADER_SIZE + self.num_keys * ITEM_DESCRIPTOR.itemsize + keys + order
+        #: Encoded key listing pages, by (offset, limit); see ``build_page``.
         self.pages: dict[tuple[int, int], list[bytes]] = {}
         self.page_bytes = 0
 
@@ -89,11 +92,7 @@ class OpenStore:
     @property
     def cost(self) -> int:
         """Bytes this store holds: its descriptors and keys, its sort order, its cached pages."""
-        keys = int(self.key_lens.sum()) if self.num_keys else 0
-        order = 0 if self.order is None else self.order.nbytes
-        return (
-            HEADER_SIZE + self.num_keys * ITEM_DESCRIPTOR.itemsize + keys + order + self.page_bytes
-        )
+        return self._base_cost + self.page_bytes
 
     def _key_bytes(self, i: int) -> bytes:
         start = int(self.key_starts[i])
