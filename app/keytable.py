@@ -28,11 +28,29 @@ __all__ = ["PAGES_FLOOR", "OpenStore", "quote_key"]
 
 _DTYPE_NAMES = [str(dtype).encode() for dtype in DTYPES]
 #: Keys compared at a time when checking whether a file has them sorted.
-_SORT_CHECK_BLOCK = 1 << 16
+_SORT_CHECK_BLOCK = 1 << 14
+#: Keys up to this long are compared as numpy rows of bytes, not one by one.
+_VECTOR_KEY_BYTES = 64
+#: ...and sorted that way if all rows together take at most this.
+_VECTOR_SORT_BYTES = 64 << 20
 #: Encoded key listing pages any store may keep, however few its keys.
 PAGES_FLOOR = 1 << 20
 #: What a cached object costs besides its bytes (a rough Python object header).
 _OBJECT_COST = 64
+
+
+def _rows_increase(rows: npt.NDArray[np.uint8], lengths: npt.NDArray[np.uint64]) -> bool:
+    """Whether each zero-padded key (row) is less than the next in byte order."""
+    before, after = rows[:-1], rows[1:]
+    differ = before != after
+    column = differ.argmax(axis=1)
+    at = np.arange(len(column))
+    less = np.where(
+        differ.any(axis=1),
+        before[at, column] < after[at, column],
+        lengths[:-1] < lengths[1:],
+    )
+    return bool(less.all())
 
 
 def quote_key(key: str) -> str:
@@ -102,30 +120,50 @@ class OpenStore:
         return self._key_bytes(i).decode("utf-8")
 
     def _sort_order(self) -> npt.NDArray[np.int64] | None:
-        # Checked a block of keys at a time, so that only a block is ever held.
-        # UTF-8 byte order is code point order, the order writers sort keys in.
-        previous = b""
-        for first in range(0, self.num_keys, _SORT_CHECK_BLOCK):
-            keys = self._keys_between(first, min(self.num_keys, first + _SORT_CHECK_BLOCK))
-            if first and not previous < keys[0]:
+        """None if the keys are in byte order (UTF-8 byte order is code point order,
+        the order writers sort keys in); else the positions of the keys in that order.
+        """
+        n = self.num_keys
+        if n < 2:
+            return None
+        width = int(self.key_lens.max())
+        if width > _VECTOR_KEY_BYTES:  # long keys: compared one by one
+            return self._sort_order_by_key()
+        # Keys as rows of ``width`` bytes, zero-padded, a block of rows at a time:
+        # padded rows compare as the keys do, but for a key that is another
+        # followed by zero bytes, which the lengths then tell apart.
+        for first in range(0, n - 1, _SORT_CHECK_BLOCK):
+            stop = min(n, first + _SORT_CHECK_BLOCK + 1)  # one row shared with the next block
+            rows = self._padded_rows(first, stop, width)
+            lengths = self.key_lens[first:stop]
+            if not _rows_increase(rows, lengths):
                 break
-            if not all(map(operator.lt, keys, itertools.islice(keys, 1, None))):
-                break
-            previous = keys[-1]
         else:
             return None
-        keys = self._keys_between(0, self.num_keys)
-        return np.array(sorted(range(self.num_keys), key=keys.__getitem__), dtype=np.int64)
-
-    def _keys_between(self, first: int, stop: int) -> list[bytes]:
-        starts = self.key_starts[first:stop]
-        block = self._buffer
-        return [
-            bytes(block[a:b])
-            for a, b in zip(
-                starts.tolist(), (starts + self.key_lens[first:stop]).tolist(), strict=True
-            )
+        if n * width > _VECTOR_SORT_BYTES:
+            return self._sort_order_by_key()
+        rows = self._padded_rows(0, n, width)
+        columns: list[npt.NDArray[np.generic]] = [
+            self.key_lens,
+            *(rows[:, i] for i in reversed(range(width))),
         ]
+        return np.lexsort(columns).astype(np.int64)
+
+    def _padded_rows(self, first: int, stop: int, width: int) -> npt.NDArray[np.uint8]:
+        starts = self.key_starts[first:stop].astype(np.int64)
+        lengths = self.key_lens[first:stop].astype(np.int64)
+        columns = np.arange(width, dtype=np.int64)
+        inside = columns < lengths[:, None]
+        positions = np.where(inside, starts[:, None] + columns, 0)
+        rows = np.frombuffer(self._buffer, np.uint8)[positions]
+        rows[~inside] = 0
+        return rows
+
+    def _sort_order_by_key(self) -> npt.NDArray[np.int64] | None:
+        keys = [self._key_bytes(i) for i in range(self.num_keys)]
+        if all(map(operator.lt, keys, itertools.islice(keys, 1, None))):
+            return None
+        return np.array(sorted(range(self.num_keys), key=keys.__getitem__), dtype=np.int64)
 
     def find(self, key: str) -> int | None:
         """The position of ``key`` in the file, or None."""

@@ -23,6 +23,7 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 import kastore
 from app.config import Settings
+from kastore._format import ARRAY_ALIGN, HEADER, HEADER_SIZE, ITEM_DESCRIPTOR, MAGIC, TYPE_CODES
 
 from .._testdata import TESTDATA, read_json, shared_files
 
@@ -53,6 +54,7 @@ __all__ = [
     "upload",
     "write_big",
     "write_tricky",
+    "write_unsorted",
 ]
 
 #: The rule every invalid store name is answered with.
@@ -222,4 +224,29 @@ TRICKY_KEYS = [
 def write_tricky(path: Path) -> Path:
     """A store whose keys are ``TRICKY_KEYS``; key ``i`` holds ``arange(i + 1)``."""
     kastore.dump({key: np.arange(i + 1, dtype=np.int16) for i, key in enumerate(TRICKY_KEYS)}, path)
+    return path
+
+
+def write_unsorted(path: Path, keys: list[str]) -> Path:
+    """A valid file whose keys are not in sorted order (the writers always sort them)."""
+    encoded = [key.encode() for key in keys]
+    arrays = [np.arange(i + 1, dtype=np.int32) for i in range(len(keys))]
+    n = len(keys)
+    descriptors = np.zeros(n, ITEM_DESCRIPTOR)
+    offset = HEADER_SIZE + n * ITEM_DESCRIPTOR.itemsize
+    for i, key in enumerate(encoded):
+        descriptors[i]["key_start"], descriptors[i]["key_len"] = offset, len(key)
+        offset += len(key)
+    body = bytearray(b"".join(encoded))
+    position = offset
+    for i, array in enumerate(arrays):
+        position = -(-position // ARRAY_ALIGN) * ARRAY_ALIGN
+        descriptors[i]["type"] = TYPE_CODES[(array.dtype.kind, array.dtype.itemsize)]
+        descriptors[i]["array_start"], descriptors[i]["array_len"] = position, len(array)
+        position += array.nbytes
+    out = bytearray(HEADER.pack(MAGIC, 1, 0, n, position))
+    out += descriptors.tobytes() + body
+    for i, array in enumerate(arrays):
+        out += bytes(int(descriptors[i]["array_start"]) - len(out)) + array.tobytes()
+    path.write_bytes(bytes(out))
     return path

@@ -12,16 +12,16 @@ import pytest
 import kastore
 from app.main import create_app
 from app.storage import Storage
-from kastore._format import (
-    ARRAY_ALIGN,
-    HEADER,
-    HEADER_SIZE,
-    ITEM_DESCRIPTOR,
-    MAGIC,
-    TYPE_CODES,
-)
+from kastore._format import ITEM_DESCRIPTOR
 
-from ._support import TRICKY_KEYS, TestClient, error_of, service_settings, upload
+from ._support import (
+    TRICKY_KEYS,
+    TestClient,
+    error_of,
+    service_settings,
+    upload,
+    write_unsorted,
+)
 from .conftest import ClientFactory
 
 NUM_KEYS = 2500
@@ -154,36 +154,11 @@ def test_the_cache_stays_within_its_limit(make_client: ClientFactory, tmp_path: 
     )
 
 
-def _unsorted(path: Path, keys: list[str]) -> Path:
-    """A valid file whose keys are not in sorted order (the writers always sort them)."""
-    encoded = [key.encode() for key in keys]
-    arrays = [np.arange(i + 1, dtype=np.int32) for i in range(len(keys))]
-    n = len(keys)
-    descriptors = np.zeros(n, ITEM_DESCRIPTOR)
-    offset = HEADER_SIZE + n * ITEM_DESCRIPTOR.itemsize
-    for i, key in enumerate(encoded):
-        descriptors[i]["key_start"], descriptors[i]["key_len"] = offset, len(key)
-        offset += len(key)
-    body = bytearray(b"".join(encoded))
-    position = offset
-    for i, array in enumerate(arrays):
-        position = -(-position // ARRAY_ALIGN) * ARRAY_ALIGN
-        descriptors[i]["type"] = TYPE_CODES[(array.dtype.kind, array.dtype.itemsize)]
-        descriptors[i]["array_start"], descriptors[i]["array_len"] = position, len(array)
-        position += array.nbytes
-    out = bytearray(HEADER.pack(MAGIC, 1, 0, n, position))
-    out += descriptors.tobytes() + body
-    for i, array in enumerate(arrays):
-        out += bytes(int(descriptors[i]["array_start"]) - len(out)) + array.tobytes()
-    path.write_bytes(bytes(out))
-    return path
-
-
 def test_keys_of_a_file_that_does_not_sort_them_are_found(
     client: TestClient, tmp_path: Path
 ) -> None:
     keys = ["zeta", "alpha", "mid/dle", *reversed(TRICKY_KEYS), "Alpha", ""]
-    path = _unsorted(tmp_path / "unsorted.kas", keys)
+    path = write_unsorted(tmp_path / "unsorted.kas", keys)
     with kastore.load(path) as store:
         assert list(store) == keys  # the codec takes it, in this order
     upload(client, path)
