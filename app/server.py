@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import resource
 from typing import Any
 
@@ -32,7 +33,20 @@ from uvicorn.server import ServerState
 from .config import Settings
 from .errors import BusyError, HeadersTooLargeError, RequestTimeoutError, ServiceError, error_body
 
-__all__ = ["guarded_protocol", "raise_open_files_limit", "uvicorn_options"]
+__all__ = [
+    "connection_limit",
+    "guarded_protocol",
+    "raise_open_files_limit",
+    "uvicorn_options",
+]
+
+
+#: Descriptors kept for the process itself: the index, logs, the listening socket...
+_OWN_DESCRIPTORS = 64
+#: What one connection may hold at once: its socket, an upload's file, a mapped file.
+_DESCRIPTORS_PER_CONNECTION = 3
+
+logger = logging.getLogger(__name__)
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -41,7 +55,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level,
-        "http": guarded_protocol(settings),
+        "http": guarded_protocol(settings, max_connections=connection_limit(settings)),
         "root_path": settings.root_path,
         "proxy_headers": True,
         "forwarded_allow_ips": settings.forwarded_allow_ips,
@@ -63,6 +77,31 @@ def raise_open_files_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), hard))
 
 
+def connection_limit(settings: Settings) -> int:
+    """``KASTORE_MAX_CONNECTIONS``, lowered if the open-files limit could not serve that many.
+
+    Beyond the limit a request gets a 503 (``busy``); without it, the process
+    would run out of descriptors and fail requests at random.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return settings.max_connections
+    spare = soft - _OWN_DESCRIPTORS - settings.open_stores
+    fitting = max(1, spare // _DESCRIPTORS_PER_CONNECTION)
+    if fitting < settings.max_connections:
+        logger.warning(
+            "serving at most %d connections, not KASTORE_MAX_CONNECTIONS=%d: this process may "
+            "open %d files (ulimit -n), and each connection can hold %d; raise the limit, or "
+            "lower KASTORE_OPEN_STORES",
+            fitting,
+            settings.max_connections,
+            soft,
+            _DESCRIPTORS_PER_CONNECTION,
+        )
+        return fitting
+    return settings.max_connections
+
+
 class _Refused(Exception):
     """Raised in a parser callback to stop parsing a refused request."""
 
@@ -79,14 +118,19 @@ def _raw_answer(error: ServiceError) -> bytes:
     return b"".join([*head, body])
 
 
-def guarded_protocol(settings: Settings) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol with the limits of ``settings`` (see the module)."""
+def guarded_protocol(
+    settings: Settings, *, max_connections: int | None = None
+) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with the limits of ``settings`` (see the module).
+
+    ``max_connections`` replaces ``settings.max_connections`` (see ``connection_limit``).
+    """
     max_header_bytes = settings.max_header_bytes
     header_timeout = settings.header_timeout
-    max_connections = settings.max_connections
+    connections_limit = max_connections or settings.max_connections
     too_large = _raw_answer(HeadersTooLargeError(max_header_bytes))
     too_slow = _raw_answer(RequestTimeoutError.for_headers(header_timeout))
-    busy_body = orjson.dumps(error_body(BusyError.code, BusyError(max_connections).detail))
+    busy_body = orjson.dumps(error_body(BusyError.code, BusyError(connections_limit).detail))
 
     async def busy(scope: Any, receive: Any, send: Any) -> None:
         headers = [
@@ -168,7 +212,7 @@ def guarded_protocol(settings: Settings) -> type[HttpToolsProtocol]:
         def on_headers_complete(self) -> None:
             self._in_head = False
             self._stop_head_timer()
-            over = len(self.connections) > max_connections or len(self.tasks) >= max_connections
+            over = len(self.connections) > connections_limit or len(self.tasks) >= connections_limit
             self.app = busy if over else self._app
             super().on_headers_complete()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -34,10 +35,19 @@ def _free_port() -> int:
 class Server:
     """One ``python -m app`` process on a data directory, logging to a file."""
 
-    def __init__(self, data_dir: Path, log: Path, *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        log: Path,
+        *,
+        env: dict[str, str] | None = None,
+        open_files: int | None = None,
+    ) -> None:
+        """``open_files``: the process's limit of open files (soft and hard), if given."""
         self.data_dir = data_dir
         self.log = log
         self.env = env or {}
+        self.open_files = open_files
         self.process: subprocess.Popen[bytes] | None = None
         self.client = httpx.Client(timeout=10.0)
 
@@ -61,12 +71,17 @@ class Server:
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
+                    preexec_fn=self._limit if self.open_files else None,
                 )
             if self._wait_until_healthy():
                 return
             if "address already in use" not in self.output().lower():
                 break
         pytest.fail(f"the server did not start:\n{self.output()}")
+
+    def _limit(self) -> None:
+        assert self.open_files is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, self.open_files))
 
     def _wait_until_healthy(self) -> bool:
         assert self.process is not None

@@ -296,3 +296,34 @@ def test_connections_beyond_the_limit_get_503(servers: list[Server], tmp_path: P
         for sock in held:
             sock.close()
     assert _wait_for(lambda: running.client.get("/healthz").status_code == 200, SLACK)
+
+
+def test_connections_are_bounded_by_the_open_files_limit(
+    servers: list[Server], tmp_path: Path
+) -> None:
+    """With few descriptors, the server serves fewer connections, rather than fail at random."""
+    running = Server(
+        tmp_path / "data",
+        tmp_path / "server.log",
+        env={**ENV, "KASTORE_OPEN_STORES": "8", "KASTORE_HEADER_TIMEOUT": "30"},
+        open_files=100,
+    )
+    servers.append(running)
+    running.start()
+    expected = (100 - 64 - 8) // 3
+    warning = f"serving at most {expected} connections"
+    assert _wait_for(lambda: warning in running.output(), SLACK), running.output()
+    held = [connect(_port(running)) for _ in range(expected)]
+    try:
+        time.sleep(0.2)
+        with connect(_port(running)) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = read_answer(sock)
+        assert answer is not None
+        assert answer.status == 503
+        assert answer.json()["error"] == "busy"
+        assert f"limit of {expected} connections" in answer.json()["detail"]
+    finally:
+        for sock in held:
+            sock.close()
+    assert _wait_for(lambda: running.client.get("/healthz").status_code == 200, SLACK)
