@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser
+from playwright.sync_api import Browser, expect
 
 from app.security import hash_key
 
@@ -182,8 +182,9 @@ def upload_through_docs(browser: Browser, base: str, tskit_file: Path) -> None:
     block.locator("button.try-out__btn").click()
     block.locator("input[type=file]").set_input_files(str(tskit_file))
     block.locator("input[placeholder=name]").fill("docs-upload")
-    block.locator("button.execute").click()
+    with page.expect_response(lambda answer: "/stores" in answer.url) as sent:
+        block.locator("button.execute").click()
+    assert sent.value.status == 201
     status = block.locator(".live-responses-table tbody .response-col_status").first
-    status.wait_for(timeout=15_000)
-    assert status.inner_text().strip() == "201"
+    expect(status).to_have_text("201", timeout=15_000)
     assert f"{PREFIX}/stores" in block.locator(".request-url").inner_text()

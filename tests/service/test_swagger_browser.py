@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from app.security import hash_key
 
@@ -61,10 +61,12 @@ def _try_it_out(page: Page, operation: str) -> Locator:
 
 
 def _execute(block: Locator) -> str:
-    """Click Execute; the status Swagger UI shows for the answer."""
-    block.locator("button.execute").click()
+    """Click Execute; the status Swagger UI shows for the answer, once it shows this one's."""
+    with block.page.expect_response(lambda answer: "/stores" in answer.url) as sent:
+        block.locator("button.execute").click()
     status = block.locator(".live-responses-table tbody .response-col_status").first
-    status.wait_for(timeout=15_000)
+    # An earlier answer stays on show until this one replaces it.
+    expect(status).to_have_text(str(sent.value.status), timeout=15_000)
     return status.inner_text().strip()
 
 
