@@ -97,6 +97,14 @@ class Index:
         )
         return [StoreRecord._from_row(row) for row in rows]
 
+    def readable(self) -> bool:
+        """Whether the index answers a read (one row at most, however many stores)."""
+        try:
+            self._db.execute("SELECT 1 FROM stores LIMIT 1").fetchall()
+        except sqlite3.Error:
+            return False
+        return True
+
     def count(self) -> int:
         (total,) = self._db.execute("SELECT count(*) FROM stores").fetchone()
         return int(total)

@@ -224,11 +224,7 @@ class Storage:
             os.close(fd)  # the map holds the file by itself
 
     def index_readable(self) -> bool:
-        try:
-            self._index.count()
-        except sqlite3.Error:
-            return False
-        return True
+        return self._index.readable()
 
     def disk_state(self) -> tuple[bool, int]:
         """Whether a file can be created in the data directory, and its free bytes.
