@@ -56,25 +56,27 @@ def summarize(array: np.ndarray, *, buckets: int, bins: int, offset: int = 0) ->
     finite = array
     lowest: Any = None
     highest: Any = None
+    mean: float | None = None
     if length:
+        # Without buckets, runs of a block each give the extremes just as well.
+        runs = starts if n else np.arange(0, length, BLOCK_ELEMENTS, dtype=np.int64)
+        run_low, run_high, total = _extremes(array, runs)
+        lowest, highest = run_low.min(), run_high.max()
         if n:
-            # The extremes of the buckets are the array's: one pass over it gives both.
-            low, high = np.minimum.reduceat(array, starts), np.maximum.reduceat(array, starts)
-            lowest, highest = low.min(), high.max()
-        else:
-            lowest, highest = array.min(), array.max()
+            low, high = run_low, run_high
+        mean = total / length
         # Both finite: NaN would have won either, so every element is finite.
         if array.dtype.kind == "f" and not (np.isfinite(lowest) and np.isfinite(highest)):
             nan_count = int(np.count_nonzero(np.isnan(array)))
             finite = array[np.isfinite(array)]
             inf_count = length - nan_count - len(finite)
             lowest, highest = (finite.min(), finite.max()) if len(finite) else (None, None)
+            mean = float(finite.mean(dtype=np.float64)) if len(finite) else None
             if n:
                 # fmin and fmax skip NaN: a run of NaN and ±inf alone comes out NaN (null).
                 values = np.where(np.isfinite(array), array, np.nan)
                 low, high = np.fmin.reduceat(values, starts), np.fmax.reduceat(values, starts)
     count = len(finite)
-    mean = float(finite.mean(dtype=np.float64)) if count else None
     return {
         "length": length,
         "finite_count": count,
@@ -90,6 +92,32 @@ def summarize(array: np.ndarray, *, buckets: int, bins: int, offset: int = 0) ->
         },
         "histogram": _histogram(finite, lowest, highest, bins),
     }
+
+
+def _extremes(array: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """The min and max of each run (``starts``) and the sum of all, in one pass.
+
+    Runs are taken a cache-sized group at a time, so that the three reductions
+    read each group from memory once: ten million elements are read once
+    instead of three times.
+    """
+    length = len(array)
+    ends = np.append(starts[1:], length)
+    low = np.empty(len(starts), dtype=array.dtype)
+    high = np.empty(len(starts), dtype=array.dtype)
+    total = 0.0
+    first = 0
+    while first < len(starts):
+        begin = int(starts[first])
+        last = max(first + 1, int(np.searchsorted(ends, begin + BLOCK_ELEMENTS, side="right")))
+        block = array[begin : int(ends[last - 1])]
+        local = starts[first:last] - begin
+        low[first:last] = np.minimum.reduceat(block, local)
+        high[first:last] = np.maximum.reduceat(block, local)
+        with np.errstate(all="ignore"):  # inf and NaN: the caller starts again without them
+            total += float(block.sum(dtype=np.float64))
+        first = last
+    return low, high, total
 
 
 def _histogram(finite: np.ndarray, lowest: Any, highest: Any, bins: int) -> dict[str, list[Any]]:
@@ -110,7 +138,11 @@ def _histogram(finite: np.ndarray, lowest: Any, highest: Any, bins: int) -> dict
     else:  # -1e308 to 1e308: work with halves
         scale, shift, half = bins / (high * 0.5 - low * 0.5), low * 0.5, 0.5
 
-    factor, term = half * scale, -shift * scale
+    # numpy scalars, so that float32 blocks are computed in float64 too.
+    factor, term = np.float64(half * scale), np.float64(-shift * scale)
+    if not (np.isfinite(factor) and np.isfinite(term)):  # a span of a few subnormals
+        counts, _ = np.histogram(finite, bins=edges)
+        return {"edges": edges.tolist(), "counts": counts.tolist()}
 
     def place(block: np.ndarray, out: npt.NDArray[np.float64]) -> None:
         np.multiply(block, factor, out=out)

@@ -126,6 +126,16 @@ def test_floats_spanning_more_than_the_largest_float() -> None:
     assert np.isfinite(histogram["edges"]).all()
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_floats_spanning_a_few_subnormals_or_far_from_zero(dtype: str) -> None:
+    for array in (
+        np.array([0.0, 5e-324, 1e-323]),
+        np.array([3e38, 3.0000002e38, -3e38], dtype=dtype),
+    ):
+        values = array.astype(dtype)
+        _check(values, summarize(values, buckets=2, bins=4), buckets=2, bins=4)
+
+
 def test_non_finite_values_are_counted_and_left_out() -> None:
     array = np.array([np.nan, 2.0, np.inf, -np.inf, 4.0, np.nan])
     summary = summarize(array, buckets=6, bins=2)
