@@ -31,6 +31,12 @@ const BINS = 100;
 const ROWS_PER_PAGE = 100;
 const TEXT_PREVIEW_BYTES = 1 << 16;
 const COLOR = "rgb(31, 119, 180)";
+// uPlot is a deferred script that runs after this module: wait for it before drawing.
+const plotting = window.uPlot
+  ? Promise.resolve()
+  : new Promise((resolve) =>
+      document.getElementById("uplot").addEventListener("load", resolve, { once: true }),
+    );
 const FILL = "rgba(31, 119, 180, 0.35)";
 
 const TYPED = {
@@ -299,6 +305,7 @@ async function main() {
   showFacts(summary);
   showStats(summary);
   const values = summary.total_length <= threshold ? await fetchValues(summary.dtype) : null;
+  await plotting;
   linePlot(summary, values);
   const counted = getJson(`${summaryPath}?buckets=0&bins=${BINS}`);
   await showValues(summary, values);
