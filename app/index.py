@@ -7,6 +7,7 @@ index as it was before or after it, never between.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -61,10 +62,17 @@ class Index:
         self._writer = _connect(path)
         self._writer.executescript(_SCHEMA)
         self._db = _connect(path)
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []  # the worker threads' connections
+        self._readers_lock = threading.Lock()
+        (total,) = self._db.execute("SELECT count(*) FROM stores").fetchone()
+        self._count = int(total)
 
     def close(self) -> None:
-        self._db.close()
-        self._writer.close()
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for db in [*readers, self._db, self._writer]:
+            db.close()
 
     def get(self, name: str) -> StoreRecord | None:
         record = self._cache.get(name)
@@ -84,15 +92,27 @@ class Index:
         if len(self._cache) > self._cached:
             self._cache.popitem(last=False)
 
-    def settle(self, name: str, record: StoreRecord | None) -> None:
-        """After a write: ``name`` now points at ``record`` (None: it is gone)."""
+    def settle(self, name: str, record: StoreRecord | None, *, existed: bool) -> None:
+        """After a write: ``name`` now points at ``record`` (None: it is gone).
+
+        ``existed``: whether the name pointed somewhere before the write.
+        """
         if record is None:
             self._cache.pop(name, None)
         else:
             self._remember(record)
+        self._count += (record is not None) - existed
 
     def page(self, *, offset: int, limit: int) -> list[StoreRecord]:
-        rows = self._db.execute(
+        """Records sorted by name (blocking: skipping ``offset`` rows takes a while, so
+        call it in a worker thread; each thread reads through a connection of its own).
+        """
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = _connect(self._path)
+            with self._readers_lock:
+                self._readers.append(db)
+        rows = db.execute(
             f"SELECT {_COLUMNS} FROM stores ORDER BY name LIMIT ? OFFSET ?", (limit, offset)
         )
         return [StoreRecord._from_row(row) for row in rows]
@@ -106,8 +126,8 @@ class Index:
         return True
 
     def count(self) -> int:
-        (total,) = self._db.execute("SELECT count(*) FROM stores").fetchone()
-        return int(total)
+        """The number of names, kept in memory."""
+        return self._count
 
     def totals(self) -> tuple[int, int, int]:
         """Stores, keys and bytes: the number of names, and their files' keys and sizes summed.

@@ -141,8 +141,13 @@ class Storage:
             raise StoreNotFoundError(name)
         return record
 
-    def page(self, *, offset: int, limit: int) -> tuple[list[StoreRecord], int]:
-        return self._index.page(offset=offset, limit=limit), self._index.count()
+    async def page(self, *, offset: int, limit: int) -> tuple[list[StoreRecord], int]:
+        """Records sorted by name, ``limit`` from ``offset``, and how many there are."""
+        total = self._index.count()
+        if offset >= total:
+            return [], total
+        records = await asyncio.to_thread(self._index.page, offset=offset, limit=limit)
+        return records, total
 
     def totals(self) -> tuple[int, int, int]:
         """How many stores there are, their keys and their bytes, all added up.
@@ -318,7 +323,7 @@ class Storage:
                 if new is None:
                     doomed += self._unpublish(temp.sha256)
                     raise StoreExistsError(name)
-                self._index.settle(name, new)
+                self._index.settle(name, new, existed=old is not None)
                 if old is not None and old.sha256 != new.sha256:
                     doomed += self._unpublish(old.sha256)
                 return new, old is None
@@ -334,7 +339,7 @@ class Storage:
         try:
             async with self._lock:
                 old = await asyncio.to_thread(self._delete_from_index, name)
-                self._index.settle(name, None)
+                self._index.settle(name, None, existed=old is not None)
                 if old is None:
                     raise StoreNotFoundError(name)
                 doomed += self._unpublish(old.sha256)

@@ -221,7 +221,7 @@ async def list_stores(
     curl 'http://localhost:8000/stores?offset=100&limit=100'
     ```
     """
-    records, total = storage.page(offset=offset, limit=limit)
+    records, total = await storage.page(offset=offset, limit=limit)
     after = offset + len(records)
     next_url = (
         f"{request.scope.get('root_path', '')}/stores?offset={after}&limit={limit}"

@@ -169,3 +169,33 @@ def test_a_second_server_on_the_same_data_dir_is_refused(data_dir: Path) -> None
     finally:
         first.close()
     Storage(data_dir, fsync=False).close()  # free again once the first has closed
+
+
+def test_the_store_count_follows_every_change(
+    data_dir: Path, tskit_file: Path, unicode_file: Path
+) -> None:
+    """``total`` in ``GET /stores``: new names count, replacements and refusals do not."""
+
+    def total(client: TestClient) -> int:
+        listing = client.get("/stores", params={"offset": 0, "limit": 1}).json()
+        assert listing["total"] == len(stored_names(client))
+        count: int = listing["total"]
+        return count
+
+    with _restart(data_dir) as client:
+        upload(client, tskit_file, name="a")
+        upload(client, unicode_file, name="b")
+        assert total(client) == 2
+        assert client.put("/stores/a", content=unicode_file.read_bytes()).status_code == 200
+        assert client.put("/stores/c", content=tskit_file.read_bytes()).status_code == 201
+        assert total(client) == 3
+        assert client.put("/stores/d", content=b"not kastore").status_code == 422
+        with tskit_file.open("rb") as file:
+            taken = client.post("/stores", files={"file": file}, data={"name": "b"})
+        assert taken.status_code == 409
+        assert client.delete("/stores/b").status_code == 204
+        assert client.delete("/stores/b").status_code == 404
+        assert total(client) == 2
+        assert client.get("/stores", params={"offset": 2}).json()["stores"] == []
+    with _restart(data_dir) as client:
+        assert total(client) == 2
