@@ -79,9 +79,9 @@ function showFacts(summary) {
   document
     .getElementById("facts")
     .replaceChildren(...facts.flatMap(([term, value]) => [element("dt", {}, term), element("dd", {}, value)]));
-  const links = [element("a", { href: root + arrayPath, download: "" }, "raw bytes")];
-  if (size <= maxJsonBytes) links.push(" · ", element("a", { href: `${root}${arrayPath}?format=json` }, "JSON"));
-  links.push(" · ", element("a", { href: `${root}${summaryPath}` }, "summary (JSON)"));
+  const links = [element("a", { href: root + arrayPath, download: "", class: "api" }, "raw bytes")];
+  if (size <= maxJsonBytes) links.push(" · ", element("a", { href: `${root}${arrayPath}?format=json`, class: "api" }, "JSON"));
+  links.push(" · ", element("a", { href: `${root}${summaryPath}`, class: "api" }, "summary (JSON)"));
   document.getElementById("downloads").replaceChildren(...links);
   document
     .getElementById("snippets")

@@ -34,7 +34,7 @@ async function showInfo() {
     ...fact("keys", formatCount(info.num_keys)),
     ...fact("created", info.created.replace("T", " ").replace("Z", " UTC")),
     ...fact("sha256", element("code", {}, info.sha256)),
-    ...fact("file", element("a", { href: info.file_url, download: "" }, "download the whole file")),
+    ...fact("file", element("a", { href: info.file_url, download: "", class: "api" }, "download the whole file")),
   );
 }
 
@@ -111,7 +111,7 @@ function keyRow(entry) {
   const page = `${root}/ui/stores/${store}/arrays/${entry.url.split("/arrays/")[1]}`;
   const jsonLink =
     entry.size <= maxJsonBytes
-      ? element("a", { href: `${entry.url}?format=json` }, "JSON")
+      ? element("a", { href: `${entry.url}?format=json`, class: "api" }, "JSON")
       : element("span", { class: "hint", title: "larger than KASTORE_MAX_JSON_BYTES" }, "JSON: too large");
   const toggle = element("button", { type: "button", class: "link" }, "snippets");
   const snippetRow = element("tr", { class: "snippets", hidden: "" });
@@ -133,7 +133,7 @@ function keyRow(entry) {
     element(
       "td",
       { class: "actions" },
-      element("a", { href: entry.url, download: "" }, "raw"),
+      element("a", { href: entry.url, download: "", class: "api" }, "raw"),
       " ",
       jsonLink,
       " ",

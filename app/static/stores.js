@@ -71,7 +71,7 @@ function row(store) {
     element(
       "td",
       { class: "actions" },
-      element("a", { href: store.file_url, download: "" }, "download"),
+      element("a", { href: store.file_url, download: "", class: "api" }, "download"),
       " ",
       remove,
     ),

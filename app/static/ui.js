@@ -141,6 +141,39 @@ export async function sendFile(method, path, form, onProgress) {
   }
 }
 
+// --- links to the API ----------------------------------------------------------------------
+
+/** The file name an answer's Content-Disposition gives, or a stand-in. */
+function fileName(response, fallback) {
+  const disposition = response.headers.get("content-disposition") || "";
+  const encoded = /filename\*=UTF-8''([^;]+)/i.exec(disposition);
+  if (encoded) return decodeURIComponent(encoded[1]);
+  const plain = /filename="([^"]+)"/i.exec(disposition);
+  return plain ? plain[1] : fallback;
+}
+
+// A plain link goes without the tab's key: while one is kept, links to the API
+// (class "api") are fetched with it and saved from memory instead.
+document.addEventListener("click", async (event) => {
+  const link = event.target.closest("a.api");
+  if (!link || !apiKey() || event.button !== 0 || event.ctrlKey || event.metaKey) return;
+  event.preventDefault();
+  const url = new URL(link.href);
+  try {
+    const response = await api(apiPath(url.pathname + url.search));
+    if (!response.ok) throw new ApiError(problemOf(response.status, await response.text()));
+    const saved = URL.createObjectURL(await response.blob());
+    const last = decodeURIComponent(url.pathname.split("/").pop());
+    const save = element("a", { href: saved, download: fileName(response, last) });
+    document.body.append(save);
+    save.click();
+    save.remove();
+    setTimeout(() => URL.revokeObjectURL(saved), 60_000);
+  } catch (error) {
+    showMessage(`Could not download ${url.pathname}: ${errorText(error)}`);
+  }
+});
+
 // --- dialogs and messages ---------------------------------------------------------------
 
 /** Ask to confirm in a dialog; resolves true on yes. */

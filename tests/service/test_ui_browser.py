@@ -427,3 +427,33 @@ def test_a_ragged_numeric_column_is_shown_a_hundred_rows_at_a_time(
         f"/stores/ragged/arrays/parents?start={offsets[0]}&stop={offsets[100]}",
         f"/stores/ragged/arrays/parents?start={offsets[100]}&stop={offsets[150]}",
     ]
+
+
+def test_downloads_carry_the_key_when_reads_need_one(
+    browser: Browser, keyed_server: Server, tskit_file: Path
+) -> None:
+    answer = keyed_server.client.post(
+        "/stores",
+        files={"file": (tskit_file.name, tskit_file.read_bytes())},
+        headers={"Authorization": f"Bearer {KEY}"},
+    )
+    assert answer.status_code == 201, answer.text
+    name = tskit_file.stem
+    traffic = Traffic(str(keyed_server.client.base_url))
+    pages = _page(browser, traffic)
+    page = next(pages)
+    page.goto(f"{traffic.base}/ui/stores/{name}")
+    page.fill("#key-input", KEY)
+    page.click("#key-use")
+    row = page.locator("tr[data-key='nodes/time']")
+    with page.expect_download() as download:
+        row.locator("a", has_text="raw").click()
+    saved = Path(download.value.path())
+    assert download.value.suggested_filename == "nodes_time.float64.bin"
+    assert saved.read_bytes() == kastore.load(tskit_file)["nodes/time"].tobytes()
+    with page.expect_download() as download:
+        row.locator("a", has_text="JSON").click()
+    document = json.loads(Path(download.value.path()).read_text())
+    assert document["data"] == kastore.load(tskit_file)["nodes/time"].tolist()
+    with pytest.raises(StopIteration):
+        next(pages)
