@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-__all__ = ["CHROMIUM", "PageServer", "chromium"]
+__all__ = ["CHROMIUM", "PageServer", "authorize", "chromium"]
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [
@@ -41,6 +41,19 @@ def chromium() -> Iterator[Browser]:
             yield browser
         finally:
             browser.close()
+
+
+def authorize(page: Page, key: str) -> None:
+    """Enter ``key`` as the Bearer token with Swagger UI's Authorize, as a person would."""
+    page.locator(".auth-wrapper button.authorize").click()
+    dialog = page.locator(".modal-ux")
+    bearer = dialog.locator(".auth-container").first
+    bearer.locator("input").fill(key)
+    bearer.locator("button.modal-btn.authorize").click()
+    # Authorized: the scheme offers Logout instead of its input.
+    expect(bearer.locator("button", has_text="Logout")).to_be_visible()
+    dialog.locator("button.btn-done").first.click()
+    expect(dialog).to_be_hidden()
 
 
 class PageServer:

@@ -22,7 +22,7 @@ from playwright.sync_api import Browser, expect
 
 from app.security import hash_key
 
-from ._browser import chromium
+from ._browser import authorize, chromium
 from ._server import Server
 
 pytestmark = pytest.mark.e2e
@@ -172,11 +172,7 @@ def test_the_docs_work_behind_the_prefix(proxy: PrefixProxy, tskit_file: Path) -
 def upload_through_docs(browser: Browser, base: str, tskit_file: Path) -> None:
     page = browser.new_page()
     page.goto(f"{base}/docs")
-    page.locator(".auth-wrapper button.authorize").click()
-    dialog = page.locator(".modal-ux")
-    dialog.locator("input").first.fill(KEY)
-    dialog.locator("button.modal-btn.authorize").first.click()
-    dialog.locator("button.btn-done").first.click()
+    authorize(page, KEY)
     block = page.locator("#operations-stores-upload_store_stores_post")
     block.locator(".opblock-summary-control").click()
     block.locator("button.try-out__btn").click()

@@ -11,7 +11,7 @@ from playwright.sync_api import Browser, Locator, Page, expect
 
 from app.security import hash_key
 
-from ._browser import chromium
+from ._browser import authorize, chromium
 from ._server import Server
 
 pytestmark = pytest.mark.e2e
@@ -113,11 +113,7 @@ def test_authorize_sends_the_key_with_the_upload(
     block.locator("input[type=file]").set_input_files(str(tskit_file))
     block.locator("input[placeholder=name]").fill("refused")
     assert _execute(block) == "401"  # no key yet
-    page.locator(".auth-wrapper button.authorize").click()
-    dialog = page.locator(".modal-ux")
-    dialog.locator("input").first.fill(KEY)
-    dialog.locator("button.modal-btn.authorize").first.click()
-    dialog.locator("button.btn-done").first.click()
+    authorize(page, KEY)
     block.locator("input[placeholder=name]").fill("authorized")
     assert _execute(block) == "201"
     assert keyed_server.client.get("/stores/refused").status_code == 404
