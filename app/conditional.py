@@ -87,14 +87,19 @@ def byte_span(request_headers: Mapping[str, str], etag: str, size: int) -> tuple
 
 
 def raw_answer(
-    request_headers: Mapping[str, str], buffer: memoryview, *, headers: dict[str, str]
+    request_headers: Mapping[str, str],
+    buffer: memoryview,
+    *,
+    headers: dict[str, str],
+    prefix: bytes = b"",
+    media_type: str = "application/octet-stream",
 ) -> Response:
-    """``buffer`` as the answer to a GET or HEAD: 304, 206 or 200 (see the module's rules).
+    """``prefix`` then ``buffer`` as the answer to a GET or HEAD: 304, 206 or 200.
 
     ``headers`` must hold the representation's strong ``etag``.
     """
     unchanged = not_modified(request_headers, headers)
     if unchanged is not None:
         return unchanged
-    span = byte_span(request_headers, headers["etag"], buffer.nbytes)
-    return BufferResponse(buffer, headers=headers, span=span)
+    span = byte_span(request_headers, headers["etag"], len(prefix) + buffer.nbytes)
+    return BufferResponse(buffer, headers=headers, span=span, prefix=prefix, media_type=media_type)

@@ -1,22 +1,30 @@
-"""How arrays leave the service: raw bytes or JSON, streamed in large pieces."""
+"""How arrays leave the service: raw bytes, npy, JSON, CSV or text, streamed in large pieces."""
 
 from __future__ import annotations
 
+import io
+import itertools
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
 import numpy as np
 import orjson
+from numpy.lib import format as npy_format
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 __all__ = [
+    "CSV_PIECE_ELEMENTS",
     "JSON_PIECE_ELEMENTS",
     "RAW_PIECE_BYTES",
     "BufferResponse",
     "attachment",
+    "csv_response",
     "json_response",
+    "npy_header",
+    "rows_response",
+    "utf8_text",
 ]
 
 #: Raw downloads are sent in pieces of this size, straight from the mapped file.
@@ -28,10 +36,11 @@ JSON_PIECE_ELEMENTS = 1 << 16
 class BufferResponse(Response):
     """Send a read-only buffer (a mapped array or file), or a span of it, without copying it.
 
-    ``span`` is the inclusive byte span of a 206 answer (see ``conditional``),
-    or None for the whole buffer (200). The buffer is never released by hand:
-    the server may still hold pieces of it in its write buffers after the last
-    ``send``; it goes when the last of them does.
+    ``prefix`` (an ``.npy`` header, say) goes before the buffer, and the two
+    are one body to ``span``: the inclusive byte span of a 206 answer (see
+    ``conditional``), or None for the whole (200). The buffer is never
+    released by hand: the server may still hold pieces of it in its write
+    buffers after the last ``send``; it goes when the last of them does.
     """
 
     def __init__(
@@ -41,20 +50,23 @@ class BufferResponse(Response):
         headers: dict[str, str],
         span: tuple[int, int] | None = None,
         media_type: str = "application/octet-stream",
+        prefix: bytes = b"",
     ) -> None:
-        size = buffer.nbytes
+        size = len(prefix) + buffer.nbytes
         headers = {**headers, "accept-ranges": "bytes"}
         if span is None:
             self.status_code = 200
-            self.buffer = buffer
+            self.prefix, self.buffer = prefix, buffer
         else:
             first, last = span
             self.status_code = 206
-            self.buffer = buffer[first : last + 1]
+            self.prefix = prefix[first : last + 1]
+            self.buffer = buffer[max(0, first - len(prefix)) : max(0, last + 1 - len(prefix))]
             headers["content-range"] = f"bytes {first}-{last}/{size}"
         self.media_type = media_type
         self.background = None
-        self.init_headers({**headers, "content-length": str(self.buffer.nbytes)})
+        length = len(self.prefix) + self.buffer.nbytes
+        self.init_headers({**headers, "content-length": str(length)})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send(
@@ -62,10 +74,72 @@ class BufferResponse(Response):
         )
         view = self.buffer
         if scope.get("method") != "HEAD":
+            if self.prefix:
+                await send({"type": "http.response.body", "body": self.prefix, "more_body": True})
             for start in range(0, view.nbytes, RAW_PIECE_BYTES):
                 piece = view[start : start + RAW_PIECE_BYTES]
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def npy_header(array: np.ndarray) -> bytes:
+    """The ``.npy`` header (format 1.0) that, followed by the array's bytes, makes the file."""
+    out = io.BytesIO()
+    npy_format.write_array_header_1_0(out, npy_format.header_data_from_array_1_0(array))
+    return out.getvalue()
+
+
+#: CSV is written this many values at a time.
+CSV_PIECE_ELEMENTS = 1 << 16
+
+
+def _csv_pieces(key: str, array: np.ndarray) -> Iterator[bytes]:
+    # Python's repr of a float is the shortest text that reads back the same.
+    yield (_csv_field(key) + "\n").encode()
+    for start in range(0, len(array), CSV_PIECE_ELEMENTS):
+        values = array[start : start + CSV_PIECE_ELEMENTS].tolist()
+        yield ("\n".join(map(repr, values)) + "\n").encode()
+
+
+def _csv_field(text: str) -> str:
+    if any(c in text for c in ',"\r\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def csv_response(key: str, array: np.ndarray, *, headers: dict[str, Any]) -> Response:
+    """One value a line, under the key as the header line; streamed as it is written."""
+    return StreamingResponse(
+        _csv_pieces(key, array), media_type="text/csv; header=present", headers=headers
+    )
+
+
+def utf8_text(array: np.ndarray) -> str | None:
+    """The text an int8/uint8 array holds, or None if its bytes are not UTF-8."""
+    try:
+        return array.tobytes().decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def rows_response(
+    key: str, array: np.ndarray, bounds: list[int], *, headers: dict[str, Any]
+) -> Response:
+    """A ragged column as rows: row ``i`` is ``array[bounds[i]:bounds[i + 1]]``.
+
+    Rows of an int8/uint8 column are text when every one of them is UTF-8
+    (tskit's metadata and provenance records), and lists of numbers otherwise.
+    """
+    pieces = [array[a:b] for a, b in itertools.pairwise(bounds)]
+    rows: list[Any] = []
+    if array.dtype.itemsize == 1 and array.dtype.kind in "iu":
+        texts = [utf8_text(piece) for piece in pieces]
+        if None not in texts:
+            rows = texts
+    if not rows and pieces:
+        rows = [piece.tolist() for piece in pieces]
+    body = orjson.dumps({"key": key, "dtype": str(array.dtype), "length": len(rows), "rows": rows})
+    return Response(body, media_type="application/json", headers=headers)
 
 
 def attachment(filename: str) -> str:

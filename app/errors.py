@@ -312,7 +312,7 @@ class NotAcceptableError(ServiceError):
     def __init__(self, accept: str, offered: Iterable[str]) -> None:
         super().__init__(
             f"the Accept header {_shown(accept)!r} accepts none of {', '.join(offered)}; "
-            "accept one of them, or choose with ?format=raw or ?format=json"
+            "accept one of them, or choose a form with ?format= (raw, json, npy, csv, text, rows)"
         )
 
     @classmethod

@@ -1,5 +1,11 @@
 """Content negotiation for arrays: which form an answer takes.
 
+The forms: raw little-endian bytes, JSON, ``.npy`` (numpy's file format:
+``numpy.load`` gets dtype and shape), CSV (one value a line under the key as
+header) and text (the bytes of an int8/uint8 array that holds UTF-8, such as
+tskit's metadata and provenance columns). ``?format=rows`` (JSON of a ragged
+column, ``X`` cut at ``X_offset``) is asked for by name only.
+
 ``?format=`` beats ``Accept``. Without either, arrays are raw bytes. An
 ``Accept`` header is read as RFC 9110 §12.5.1 says: each form gets the
 quality (``q``) of the most specific media range that matches it
@@ -17,16 +23,27 @@ from typing import Literal
 
 from .errors import NotAcceptableError
 
-__all__ = ["FORMATS", "Format", "choose_format"]
+__all__ = ["EXTENSIONS", "FORMATS", "Format", "choose_format"]
 
-Format = Literal["raw", "json"]
+Format = Literal["raw", "json", "npy", "csv", "text", "rows"]
 
-#: Each form and its media type, in the order ties are broken.
-FORMATS: dict[Format, str] = {"raw": "application/octet-stream", "json": "application/json"}
+#: Each form ``Accept`` can choose and its media type, in the order ties are broken.
+FORMATS: dict[Format, str] = {
+    "raw": "application/octet-stream",
+    "json": "application/json",
+    "npy": "application/x-npy",
+    "csv": "text/csv",
+    "text": "text/plain",
+}
+
+#: The file name extension of each form that is sent as a download.
+EXTENSIONS: dict[Format, str] = {"raw": "bin", "npy": "npy", "csv": "csv"}
 
 
-def choose_format(format: Format | None, accept: str | None) -> Format:
+def choose_format(format: Format | None, accept: str | None, *, text: bool = True) -> Format:
     """The form to answer in: ``format`` if given, else the best ``Accept`` allows.
+
+    ``text`` says whether the array can be text at all (int8 or uint8).
 
     Raises:
         NotAcceptableError: ``Accept`` excludes every form.
@@ -35,7 +52,7 @@ def choose_format(format: Format | None, accept: str | None) -> Format:
         return format
     if accept is None:
         return "raw"
-    return _negotiate(accept)
+    return _negotiate(accept, text)
 
 
 #: Media ranges as ``(type, subtype, q)``.
@@ -81,16 +98,17 @@ def _quality(media_type: str, ranges: _Ranges) -> tuple[float, int]:
 
 
 @lru_cache(maxsize=64)  # clients send the same few headers again and again
-def _negotiate(accept: str) -> Format:
+def _negotiate(accept: str, text: bool) -> Format:
     ranges = _parse(accept)
     if not ranges:  # empty, or not one media range in it: as if absent
         return "raw"
     chosen: Format | None = None
     best = (0.0, -1)
-    for form, media_type in FORMATS.items():
+    offered = {form: media for form, media in FORMATS.items() if text or form != "text"}
+    for form, media_type in offered.items():
         quality = _quality(media_type, ranges)
         if quality[0] > 0 and quality > best:
             chosen, best = form, quality
     if chosen is None:
-        raise NotAcceptableError(accept, FORMATS.values())
+        raise NotAcceptableError(accept, offered.values())
     return chosen

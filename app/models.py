@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 __all__ = [
     "ArrayData",
+    "ArrayRows",
     "Health",
     "KeyEntry",
     "KeyList",
@@ -72,6 +73,17 @@ class ArrayData(BaseModel):
     dtype: str = Field(examples=["float64"])
     length: int = Field(examples=[3])
     data: list[int | float | None] = Field(examples=[[636.0, 865.0, None]])
+
+
+class ArrayRows(BaseModel):
+    """A ragged column as rows (``?format=rows``): text where every row is UTF-8."""
+
+    key: str = Field(examples=["provenances/record"])
+    dtype: str = Field(examples=["int8"])
+    length: int = Field(description="The number of rows.", examples=[2])
+    rows: list[str] | list[list[int | float | None]] = Field(
+        examples=[['{"software": "msprime"}', '{"software": "tskit"}']]
+    )
 
 
 class Health(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Annotated, Any
 
 import orjson
@@ -9,6 +10,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from starlette.convertors import PathConvertor, register_url_convertor
 
 from ..conditional import not_modified, raw_answer
+from ..config import Settings
 from ..deps import (
     MAX_QUERY_INT,
     SettingsDep,
@@ -19,7 +21,14 @@ from ..deps import (
     storage_of,
     store_url,
 )
-from ..encoders import attachment, json_response
+from ..encoders import (
+    attachment,
+    csv_response,
+    json_response,
+    npy_header,
+    rows_response,
+    utf8_text,
+)
 from ..errors import (
     InvalidRequestError,
     JSONTooLargeError,
@@ -29,8 +38,9 @@ from ..errors import (
     StoreNotFoundError,
     documented,
 )
-from ..formats import Format, choose_format
-from ..models import ArrayData, KeyList
+from ..formats import EXTENSIONS, FORMATS, Format, choose_format
+from ..keytable import OpenStore
+from ..models import ArrayData, ArrayRows, KeyList
 from . import answer_head
 
 __all__ = ["router"]
@@ -136,12 +146,17 @@ async def list_keys(request: Request) -> Response:
 
 _ARRAY_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "The array: raw little-endian bytes, or JSON.",
-        "model": ArrayData,
-        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        "description": "The array: raw little-endian bytes, JSON, npy, CSV or text.",
+        "model": ArrayData | ArrayRows,
+        "content": {
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "application/x-npy": {"schema": {"type": "string", "format": "binary"}},
+            "text/csv": {"schema": {"type": "string"}},
+            "text/plain": {"schema": {"type": "string"}},
+        },
     },
     206: {
-        "description": "The bytes a `Range` header asked for (raw only), with `Content-Range`.",
+        "description": "The bytes a `Range` header asked for (raw and npy), with `Content-Range`.",
         "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     },
     304: {"description": "The array has not changed since the `If-None-Match` ETag."},
@@ -169,7 +184,11 @@ async def download_array(
     settings: SettingsDep,
     format: Annotated[
         Format | None,
-        Query(description="`raw` (default) or `json`; overrides the Accept header."),
+        Query(
+            description="`raw` (default), `json`, `npy`, `csv`, `text` (int8/uint8 arrays "
+            "holding UTF-8) or `rows` (a ragged column `X` cut at `X_offset`, as JSON); "
+            "overrides the Accept header."
+        ),
     ] = None,
     start: Annotated[
         int | None,
@@ -181,15 +200,26 @@ async def download_array(
     ] = None,
     accept: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Response:
-    """One array, as raw bytes (default) or as JSON (`?format=json` or `Accept: application/json`).
+    """One array, as raw bytes (default), JSON, npy, CSV, text or rows.
 
     Raw: the little-endian bytes as `application/octet-stream`, with
     `Content-Length`, a strong `ETag`, `X-Kastore-Dtype` and `X-Kastore-Length`
     headers, and a file name. Load it with `numpy.fromfile(path, dtype)`.
     `If-None-Match` (304), `Range` (206, 416) and `If-Range` are answered.
 
+    npy (`application/x-npy`): numpy's file format, the `.npy` header then the
+    same bytes; `numpy.load` gets the dtype and shape. Ranges as for raw.
+
     JSON: `{"key", "dtype", "length", "data": [...]}`; NaN and ±inf are
-    written as `null`. Arrays larger than `KASTORE_MAX_JSON_BYTES` get 413.
+    written as `null`. CSV (`text/csv; header=present`): the key, then one
+    value a line. Text (`text/plain`): the bytes of an int8 or uint8 array
+    that hold UTF-8 (tskit's metadata and provenance columns); 422 for other
+    arrays. Rows (`?format=rows`, JSON): a ragged column `X` cut where its
+    `X_offset` array says, each row as text when all of them are UTF-8,
+    `{"key", "dtype", "length", "rows": [...]}`; `start` and `stop` then select
+    rows. JSON, CSV, text and rows of arrays larger than
+    `KASTORE_MAX_JSON_BYTES` get 413. Each form has its own ETag, and answers
+    say `Vary: Accept`.
 
     `?format=` beats `Accept`; `Accept` is read with its q-values
     (`application/json;q=0` never gives JSON), and 406 answers an `Accept`
@@ -215,7 +245,12 @@ async def download_array(
     if position is None:
         raise KeyNotFoundError(record.name, key)
     whole = opened.array(position)
-    form = choose_format(format, accept)
+    byte_array = whole.dtype.itemsize == 1 and whole.dtype.kind in "iu"
+    form = choose_format(format, accept, text=byte_array)
+    if form == "rows":
+        return _rows_answer(
+            request, record.sha256, record.name, key, whole, opened, start, stop, settings
+        )
     sliced = start is not None or stop is not None
     if sliced:
         first, end, _ = slice(start, stop).indices(len(whole))
@@ -228,7 +263,7 @@ async def download_array(
         record.sha256,
         position,
         f":{first}:{end}" if sliced else "",
-        "-json" if form == "json" else "",
+        "" if form == "raw" else f"-{form}",
     )
     headers = {
         "etag": etag,
@@ -238,20 +273,89 @@ async def download_array(
         "cache-control": "no-cache",
         "vary": "Accept",
     }
-    if form == "raw":
-        headers["content-disposition"] = attachment(f"{key.replace('/', '_')}.{array.dtype}.bin")
-        return raw_answer(request.headers, array.data.cast("B"), headers=headers)
+    if form in EXTENSIONS:
+        stem = key.replace("/", "_") + (f".{array.dtype}" if form == "raw" else "")
+        headers["content-disposition"] = attachment(f"{stem}.{EXTENSIONS[form]}")
+    if form in ("raw", "npy"):
+        return raw_answer(
+            request.headers,
+            array.data.cast("B"),
+            headers=headers,
+            prefix=npy_header(array) if form == "npy" else b"",
+            media_type=FORMATS[form],
+        )
     unchanged = not_modified(request.headers, headers)
     if unchanged is not None:
         return unchanged
-    if array.nbytes > settings.max_json_bytes:
+    _check_text_size(request, record.name, key, array, settings.max_json_bytes)
+    if form == "csv":
+        return csv_response(key, array, headers=headers)
+    if form == "text":
+        text = utf8_text(array) if byte_array else None
+        if text is None:
+            raise InvalidRequestError(
+                f"the array {key!r} ({array.dtype}) does not hold UTF-8 text: "
+                "?format=text is for int8 or uint8 arrays of UTF-8 bytes; use raw or json"
+            )
+        return Response(text, media_type="text/plain; charset=utf-8", headers=headers)
+    return json_response(key, array, headers=headers)
+
+
+def _check_text_size(request: Request, name: str, key: str, array: Any, limit: int) -> None:
+    """413 for arrays too large to send as JSON, CSV or text (``KASTORE_MAX_JSON_BYTES``)."""
+    if array.nbytes > limit:
         raise JSONTooLargeError(
             array.nbytes,
-            settings.max_json_bytes,
-            raw_url=array_url(request, record.name, key),
-            max_elements=settings.max_json_bytes // array.itemsize,
+            limit,
+            raw_url=array_url(request, name, key),
+            max_elements=limit // array.itemsize,
         )
-    return json_response(key, array, headers=headers)
+
+
+def _rows_answer(
+    request: Request,
+    sha256: str,
+    name: str,
+    key: str,
+    whole: Any,
+    opened: OpenStore,
+    start: int | None,
+    stop: int | None,
+    settings: Settings,
+) -> Response:
+    """``?format=rows``: the column ``key`` cut where ``{key}_offset`` says."""
+    position: int | None = opened.find(f"{key}_offset")
+    if position is None:
+        raise InvalidRequestError(
+            f"the store has no {key + '_offset'!r} array: ?format=rows is for a ragged "
+            f"column X whose rows end where X_offset says"
+        )
+    offsets = opened.array(position)
+    bounds = offsets.tolist() if offsets.dtype.kind in "iu" else []
+    if (
+        len(bounds) < 1
+        or bounds[0] != 0
+        or bounds[-1] != len(whole)
+        or any(b < a for a, b in itertools.pairwise(bounds))
+    ):
+        raise InvalidRequestError(
+            f"{key + '_offset'!r} does not cut {key!r} into rows: it must rise from 0 "
+            f"to the column's length ({len(whole)})"
+        )
+    first, end, _ = slice(start, stop).indices(len(bounds) - 1)
+    end = max(first, end)
+    bounds = bounds[first : end + 1]
+    chosen = whole[bounds[0] : bounds[-1]]
+    _check_text_size(request, name, key, chosen, settings.max_json_bytes)
+    headers = {
+        "etag": f'"{sha256}-{position}-rows:{first}:{end}"',
+        "cache-control": "no-cache",
+        "vary": "Accept",
+    }
+    unchanged = not_modified(request.headers, headers)
+    if unchanged is not None:
+        return unchanged
+    return rows_response(key, whole, bounds, headers=headers)
 
 
 answer_head(router)

@@ -201,8 +201,8 @@ def test_accept_is_read_with_its_q_values(
     "accept",
     [
         "application/json;q=0",
-        "application/json;q=0, application/octet-stream;q=0",
-        "text/csv",
+        "application/json;q=0, application/octet-stream;q=0, application/x-npy;q=0",
+        "image/png",
         "*/*;q=0",
     ],
 )
