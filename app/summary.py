@@ -71,7 +71,8 @@ def summarize(array: np.ndarray, *, buckets: int, bins: int, offset: int = 0) ->
             finite = array[np.isfinite(array)]
             inf_count = length - nan_count - len(finite)
             lowest, highest = (finite.min(), finite.max()) if len(finite) else (None, None)
-            mean = float(finite.mean(dtype=np.float64)) if len(finite) else None
+            with np.errstate(over="ignore"):  # near the largest float: inf, as numpy says
+                mean = float(finite.mean(dtype=np.float64)) if len(finite) else None
             if n:
                 # fmin and fmax skip NaN: a run of NaN and ±inf alone comes out NaN (null).
                 values = np.where(np.isfinite(array), array, np.nan)
