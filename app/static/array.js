@@ -79,8 +79,16 @@ function showFacts(summary) {
   document
     .getElementById("facts")
     .replaceChildren(...facts.flatMap(([term, value]) => [element("dt", {}, term), element("dd", {}, value)]));
-  const links = [element("a", { href: root + arrayPath, download: "", class: "api" }, "raw bytes")];
-  if (size <= maxJsonBytes) links.push(" · ", element("a", { href: `${root}${arrayPath}?format=json`, class: "api" }, "JSON"));
+  const url = root + arrayPath;
+  const links = [
+    element("a", { href: url, download: "", class: "api" }, "raw bytes"),
+    " · ",
+    element("a", { href: `${url}?format=npy`, download: "", class: "api" }, "npy"),
+  ];
+  if (size <= maxJsonBytes) {
+    links.push(" · ", element("a", { href: `${url}?format=json`, class: "api" }, "JSON"));
+    links.push(" · ", element("a", { href: `${url}?format=csv`, download: "", class: "api" }, "CSV"));
+  }
   links.push(" · ", element("a", { href: `${root}${summaryPath}`, class: "api" }, "summary (JSON)"));
   document.getElementById("downloads").replaceChildren(...links);
   document

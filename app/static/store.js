@@ -109,10 +109,15 @@ function group(prefix, entries) {
 
 function keyRow(entry) {
   const page = `${root}/ui/stores/${store}/arrays/${entry.url.split("/arrays/")[1]}`;
-  const jsonLink =
+  // JSON and CSV are refused past KASTORE_MAX_JSON_BYTES: no link then.
+  const textLinks =
     entry.size <= maxJsonBytes
-      ? element("a", { href: `${entry.url}?format=json`, class: "api" }, "JSON")
-      : element("span", { class: "hint", title: "larger than KASTORE_MAX_JSON_BYTES" }, "JSON: too large");
+      ? [
+          element("a", { href: `${entry.url}?format=json`, class: "api" }, "JSON"),
+          " ",
+          element("a", { href: `${entry.url}?format=csv`, download: "", class: "api" }, "CSV"),
+        ]
+      : [element("span", { class: "hint", title: "larger than KASTORE_MAX_JSON_BYTES" }, "JSON, CSV: too large")];
   const toggle = element("button", { type: "button", class: "link" }, "snippets");
   const snippetRow = element("tr", { class: "snippets", hidden: "" });
   toggle.addEventListener("click", () => {
@@ -135,7 +140,9 @@ function keyRow(entry) {
       { class: "actions" },
       element("a", { href: entry.url, download: "", class: "api" }, "raw"),
       " ",
-      jsonLink,
+      element("a", { href: `${entry.url}?format=npy`, download: "", class: "api" }, "npy"),
+      " ",
+      ...textLinks,
       " ",
       toggle,
     ),

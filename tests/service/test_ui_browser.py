@@ -455,5 +455,10 @@ def test_downloads_carry_the_key_when_reads_need_one(
         row.locator("a", has_text="JSON").click()
     document = json.loads(Path(download.value.path()).read_text())
     assert document["data"] == kastore.load(tskit_file)["nodes/time"].tolist()
+    with page.expect_download() as download:
+        row.locator("a", has_text="npy").click()
+    assert download.value.suggested_filename.endswith(".npy")
+    loaded = np.load(download.value.path())
+    np.testing.assert_array_equal(loaded, kastore.load(tskit_file)["nodes/time"])
     with pytest.raises(StopIteration):
         next(pages)
