@@ -36,6 +36,11 @@ class Settings(BaseSettings):
         gt=0,
         description="Largest array, in stored bytes, served as JSON (413 beyond).",
     )
+    compress_min_bytes: int = Field(
+        default=1024,
+        ge=0,
+        description="Smallest download sent compressed when the client accepts zstd or gzip.",
+    )
     open_stores: int = Field(
         default=128, ge=1, description="How many parsed files are kept open in memory."
     )
