@@ -13,12 +13,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-__all__ = ["ROOT", "Server"]
+__all__ = ["ROOT", "Server", "running"]
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 30.0
@@ -117,3 +118,14 @@ class Server:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@contextlib.contextmanager
+def running(folder: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
+    """A started server on ``folder/data``, logging to ``folder/server.log``, closed at the end."""
+    server = Server(folder / "data", folder / "server.log", env=env)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()

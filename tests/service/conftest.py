@@ -106,3 +106,12 @@ def library(
     for path in paths:
         upload(reader, path)
     return {path.stem: path for path in paths}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, headless, for a module's browser tests."""
+    from ._browser import chromium
+
+    with chromium() as launched:
+        yield launched

@@ -15,7 +15,7 @@ import kastore
 from app.main import CORS_EXPOSE_HEADERS
 from app.security import hash_key
 
-from ._browser import PageServer, chromium
+from ._browser import PageServer
 from ._server import Server
 from ._support import TestClient, error_of, upload
 from .conftest import ClientFactory
@@ -127,12 +127,6 @@ async ([url, headers]) => {
     }
 }
 """
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture(scope="module")

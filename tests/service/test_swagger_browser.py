@@ -11,8 +11,8 @@ from playwright.sync_api import Browser, Locator, Page, expect
 
 from app.security import hash_key
 
-from ._browser import authorize, chromium
-from ._server import Server
+from ._browser import authorize
+from ._server import Server, running
 
 pytestmark = pytest.mark.e2e
 
@@ -21,29 +21,16 @@ UPLOAD_OPERATION = "#operations-stores-upload_store_stores_post"
 PUT_OPERATION = "#operations-stores-put_store_stores__name__put"
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
-
-
-def _server(tmp_path: Path, env: dict[str, str]) -> Iterator[Server]:
-    server = Server(tmp_path / "data", tmp_path / "server.log", env=env)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 @pytest.fixture
 def open_server(tmp_path: Path) -> Iterator[Server]:
-    yield from _server(tmp_path, {})
+    with running(tmp_path) as started:
+        yield started
 
 
 @pytest.fixture
 def keyed_server(tmp_path: Path) -> Iterator[Server]:
-    yield from _server(tmp_path, {"KASTORE_API_KEYS": f"{hash_key(KEY)} write"})
+    with running(tmp_path, {"KASTORE_API_KEYS": f"{hash_key(KEY)} write"}) as started:
+        yield started
 
 
 def _docs(browser: Browser, server: Server) -> Page:

@@ -22,8 +22,7 @@ from playwright.sync_api import Browser, Page, Route, expect
 import kastore
 from app.security import hash_key
 
-from ._browser import chromium
-from ._server import Server
+from ._server import Server, running
 
 pytestmark = pytest.mark.e2e
 
@@ -69,30 +68,17 @@ class Traffic:
         return [path for m, path, _ in self.local if m == method]
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
-
-
-def _server(tmp_path: Path, env: dict[str, str]) -> Iterator[Server]:
-    server = Server(tmp_path / "data", tmp_path / "server.log", env=env)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    yield from _server(tmp_path, {})
+    with running(tmp_path) as started:
+        yield started
 
 
 @pytest.fixture
 def keyed_server(tmp_path: Path) -> Iterator[Server]:
     env = {"KASTORE_API_KEYS": f"{hash_key(KEY)} write", "KASTORE_PUBLIC_READ": "false"}
-    yield from _server(tmp_path, env)
+    with running(tmp_path, env) as started:
+        yield started
 
 
 @pytest.fixture
