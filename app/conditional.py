@@ -25,6 +25,7 @@ from collections.abc import Mapping
 
 from starlette.responses import Response
 
+from .compression import CODINGS, CompressedResponse, choose_encoding, encoded_etag
 from .encoders import BufferResponse
 from .errors import RangeNotSatisfiableError
 
@@ -93,13 +94,45 @@ def raw_answer(
     headers: dict[str, str],
     prefix: bytes = b"",
     media_type: str = "application/octet-stream",
+    compress_min_bytes: int | None = None,
 ) -> Response:
     """``prefix`` then ``buffer`` as the answer to a GET or HEAD: 304, 206 or 200.
 
-    ``headers`` must hold the representation's strong ``etag``.
+    ``headers`` must hold the representation's strong ``etag``. Answers
+    vary with ``Accept-Encoding``: a 200 of ``compress_min_bytes`` or more
+    goes zstd or gzip when the client accepts it (see ``compression``), with
+    the coding's ETag; a request with a ``Range`` always gets stored bytes.
+    ``If-None-Match`` naming the ETag of any coding gives 304: the content
+    is the same.
     """
-    unchanged = not_modified(request_headers, headers)
-    if unchanged is not None:
-        return unchanged
-    span = byte_span(request_headers, headers["etag"], len(prefix) + buffer.nbytes)
+    headers = {**headers, "vary": _vary(headers.get("vary"), "Accept-Encoding")}
+    size = len(prefix) + buffer.nbytes
+    encoding, required = choose_encoding(
+        None if compress_min_bytes is None else request_headers.get("accept-encoding")
+    )
+    if "range" in request_headers or (size < (compress_min_bytes or 0) and not required):
+        encoding = "identity"  # a Range counts stored bytes; small bodies do not pay
+    # Every coding holds the same content: any of their ETags is a match.
+    for coding in dict.fromkeys((encoding, "identity", *CODINGS)):
+        tagged = {**headers, "etag": encoded_etag(headers["etag"], coding)}
+        unchanged = not_modified(request_headers, tagged)
+        if unchanged is not None:
+            return unchanged
+    if encoding != "identity":
+        return CompressedResponse(
+            buffer,
+            encoding=encoding,
+            headers=headers,
+            prefix=prefix,
+            media_type=media_type,
+            required=required,
+        )
+    span = byte_span(request_headers, headers["etag"], size)
     return BufferResponse(buffer, headers=headers, span=span, prefix=prefix, media_type=media_type)
+
+
+def _vary(vary: str | None, field: str) -> str:
+    if not vary:
+        return field
+    named = {name.strip().lower() for name in vary.split(",")}
+    return vary if field.lower() in named else f"{vary}, {field}"

@@ -221,6 +221,12 @@ async def download_array(
     `KASTORE_MAX_JSON_BYTES` get 413. Each form has its own ETag, and answers
     say `Vary: Accept`.
 
+    Raw and npy answers of 1 KiB or more (`KASTORE_COMPRESS_MIN_BYTES`) are
+    compressed on the way when `Accept-Encoding` allows zstd or gzip (read
+    with q-values; zstd wins a tie), unless they do not shrink or the request
+    has a `Range`; each coding has its own ETag (`-zstd`, `-gzip`), and these
+    answers say `Vary: Accept, Accept-Encoding`.
+
     `?format=` beats `Accept`; `Accept` is read with its q-values
     (`application/json;q=0` never gives JSON), and 406 answers an `Accept`
     that allows neither form.
@@ -271,7 +277,7 @@ async def download_array(
         "x-kastore-length": str(len(array)),
         "x-kastore-total-length": str(len(whole)),
         "cache-control": "no-cache",
-        "vary": "Accept",
+        "vary": "Accept, Accept-Encoding",
     }
     if form in EXTENSIONS:
         stem = key.replace("/", "_") + (f".{array.dtype}" if form == "raw" else "")
@@ -283,6 +289,7 @@ async def download_array(
             headers=headers,
             prefix=npy_header(array) if form == "npy" else b"",
             media_type=FORMATS[form],
+            compress_min_bytes=settings.compress_min_bytes,
         )
     unchanged = not_modified(request.headers, headers)
     if unchanged is not None:
@@ -350,7 +357,7 @@ def _rows_answer(
     headers = {
         "etag": f'"{sha256}-{position}-rows:{first}:{end}"',
         "cache-control": "no-cache",
-        "vary": "Accept",
+        "vary": "Accept, Accept-Encoding",
     }
     unchanged = not_modified(request.headers, headers)
     if unchanged is not None:

@@ -269,11 +269,15 @@ async def get_store(request: Request, record: RecordDep) -> StoreInfo:
         **documented(StoreNotFoundError, RangeNotSatisfiableError, InvalidRequestError),
     },
 )
-async def download_file(request: Request, record: RecordDep, storage: StorageDep) -> Response:
+async def download_file(
+    request: Request, record: RecordDep, storage: StorageDep, settings: SettingsDep
+) -> Response:
     """The stored file, byte for byte, with its sha256 as the `ETag`.
 
     `If-None-Match` (304), `Range` (206, 416) and `If-Range` are answered, so
     interrupted downloads can resume and unchanged files are not sent again.
+    With `Accept-Encoding: zstd` or `gzip` the file is compressed on the way
+    (not for a `Range`), with its own ETag (`-zstd`, `-gzip`).
 
     ```
     curl -o sim.trees http://localhost:8000/stores/sim/file
@@ -284,7 +288,12 @@ async def download_file(request: Request, record: RecordDep, storage: StorageDep
         "etag": f'"{record.sha256}"',
         "content-disposition": attachment(f"{record.name}.kas"),
     }
-    return raw_answer(request.headers, storage.map_file(record), headers=headers)
+    return raw_answer(
+        request.headers,
+        storage.map_file(record),
+        headers=headers,
+        compress_min_bytes=settings.compress_min_bytes,
+    )
 
 
 @router.delete(

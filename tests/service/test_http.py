@@ -194,7 +194,7 @@ def test_accept_is_read_with_its_q_values(
     answer = reader.get(ARRAY, headers=headers)
     assert answer.status_code == 200
     assert answer.headers["content-type"] == expected
-    assert answer.headers["vary"] == "Accept"
+    assert answer.headers["vary"] == "Accept, Accept-Encoding"
 
 
 @pytest.mark.parametrize(
