@@ -18,6 +18,7 @@ headers. A client that refuses identity gets the coding in every case.
 from __future__ import annotations
 
 import zlib
+from functools import lru_cache
 from typing import Literal, Protocol
 
 import anyio.to_thread
@@ -65,6 +66,7 @@ def _parse(accept_encoding: str) -> dict[str, float]:
     return qualities
 
 
+@lru_cache(maxsize=64)  # clients send the same few headers again and again
 def choose_encoding(accept_encoding: str | None) -> tuple[Encoding, bool]:
     """The coding to answer in, and whether identity is refused (so the coding is a must)."""
     if not accept_encoding:
