@@ -7,9 +7,6 @@ it or with a wrong one, which must get the documented 401s.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +15,8 @@ import pytest
 from app.security import hash_key
 
 from . import _schemathesis_hooks as hooks
-from ._server import ROOT, Server
-from .test_schemathesis import CONFIG, MAX_EXAMPLES, SEED, TIMEOUT
+from ._server import Server
+from .test_schemathesis import run_schemathesis
 
 pytestmark = pytest.mark.e2e
 
@@ -46,36 +43,7 @@ def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def test_schemathesis_finds_no_failure_with_keys(keyed_server: Server, tmp_path: Path) -> None:
     assert keyed_server.client.get("/stores").status_code == 401  # the key is needed
-    config = tmp_path / "schemathesis.toml"
-    config.write_text(CONFIG)
-    env = {
-        **os.environ,
-        "SCHEMATHESIS_HOOKS": "tests.service._schemathesis_hooks",
-        "PYTHONPATH": str(ROOT),
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "schemathesis.cli",
-        "--no-color",
-        "--config-file",
-        str(config),
-        "run",
-        f"{keyed_server.client.base_url}/openapi.json",
-        "--header",
-        f"Authorization: Bearer {KEY}",
-        "--checks=all",
-        f"--seed={SEED}",
-        f"--max-examples={MAX_EXAMPLES}",
-        "--phases=examples,coverage,fuzzing,stateful",
-        "--workers=1",
-        "--request-timeout=10",
-    ]
-    result = subprocess.run(
-        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT
-    )
-    report = result.stdout + result.stderr
-    assert result.returncode == 0, report
+    report = run_schemathesis(keyed_server, tmp_path, "--header", f"Authorization: Bearer {KEY}")
     assert " passed" in report and "failure" not in report, report
     log = keyed_server.output()
     assert "Traceback" not in log, log

@@ -61,8 +61,12 @@ def server(tmp_path_factory: pytest.TempPathFactory, testdata: Path) -> Iterator
         running.close()
 
 
-def test_schemathesis_finds_no_failure(server: Server, tmp_path: Path) -> None:
-    config = tmp_path / "schemathesis.toml"
+def run_schemathesis(server: Server, folder: Path, *extra: str) -> str:
+    """Run schemathesis with every check against ``server``; its report (stdout, stderr).
+
+    ``extra`` options go after ``run``, such as ``--header`` with a key.
+    """
+    config = folder / "schemathesis.toml"
     config.write_text(CONFIG)
     env = {
         **os.environ,
@@ -78,6 +82,7 @@ def test_schemathesis_finds_no_failure(server: Server, tmp_path: Path) -> None:
         str(config),
         "run",
         f"{server.client.base_url}/openapi.json",
+        *extra,
         "--checks=all",
         f"--seed={SEED}",
         f"--max-examples={MAX_EXAMPLES}",
@@ -86,10 +91,15 @@ def test_schemathesis_finds_no_failure(server: Server, tmp_path: Path) -> None:
         "--request-timeout=10",
     ]
     result = subprocess.run(
-        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT
+        command, cwd=folder, env=env, capture_output=True, text=True, timeout=TIMEOUT
     )
     report = result.stdout + result.stderr
     assert result.returncode == 0, report
+    return report
+
+
+def test_schemathesis_finds_no_failure(server: Server, tmp_path: Path) -> None:
+    report = run_schemathesis(server, tmp_path)
     paths = server.client.get("/openapi.json").json()["paths"]
     operations = sum(len(methods) for methods in paths.values())
     assert operations >= 9
