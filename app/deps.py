@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, NamedTuple
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path, Query, Request
 
 from .config import Settings
 from .errors import InvalidRequestError
@@ -19,6 +19,8 @@ __all__ = [
     "Opened",
     "RecordDep",
     "SettingsDep",
+    "SliceStart",
+    "SliceStop",
     "StorageDep",
     "StoreName",
     "array_url",
@@ -61,6 +63,15 @@ StoreName = Annotated[str, Path(description="The store's name.")]
 #: The largest value of an integer query parameter: the largest signed 64-bit
 #: integer, as far as SQLite's and numpy's indices go.
 MAX_QUERY_INT = 2**63 - 1
+
+#: The ``start`` and ``stop`` of a slice of an array, elements ``[start, stop)``.
+SliceStart = Annotated[
+    int | None, Query(ge=0, le=MAX_QUERY_INT, description="First element (default 0).")
+]
+SliceStop = Annotated[
+    int | None,
+    Query(ge=0, le=MAX_QUERY_INT, description="Element to stop before (default: the end)."),
+]
 
 
 def query_int(query: Mapping[str, str], name: str, *, default: int, ge: int, le: int) -> int:

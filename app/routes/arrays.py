@@ -14,6 +14,8 @@ from ..config import Settings
 from ..deps import (
     MAX_QUERY_INT,
     SettingsDep,
+    SliceStart,
+    SliceStop,
     StoreName,
     array_url,
     open_store,
@@ -190,14 +192,8 @@ async def download_array(
             "overrides the Accept header."
         ),
     ] = None,
-    start: Annotated[
-        int | None,
-        Query(ge=0, le=MAX_QUERY_INT, description="First element to send (default 0)."),
-    ] = None,
-    stop: Annotated[
-        int | None,
-        Query(ge=0, le=MAX_QUERY_INT, description="Element to stop before (default: the end)."),
-    ] = None,
+    start: SliceStart = None,
+    stop: SliceStop = None,
     accept: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Response:
     """One array, as raw bytes (default), JSON, npy, CSV, text or rows.

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from ..conditional import not_modified
-from ..deps import MAX_QUERY_INT, StoreName, open_store
+from ..deps import SliceStart, SliceStop, StoreName, open_store
 from ..errors import InvalidRequestError, KeyNotFoundError, StoreNotFoundError, documented
 from ..summary import summarize
 from . import answer_head, arrays
@@ -116,14 +116,8 @@ async def summarize_array(
     request: Request,
     name: StoreName,
     key: str,
-    start: Annotated[
-        int | None,
-        Query(ge=0, le=MAX_QUERY_INT, description="First element to summarize (default 0)."),
-    ] = None,
-    stop: Annotated[
-        int | None,
-        Query(ge=0, le=MAX_QUERY_INT, description="Element to stop before (default: the end)."),
-    ] = None,
+    start: SliceStart = None,
+    stop: SliceStop = None,
     buckets: Annotated[
         int,
         Query(ge=0, le=MAX_BUCKETS, description="Most min/max buckets to split into; 0: none."),
