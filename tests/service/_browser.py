@@ -11,11 +11,12 @@ import http.server
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-__all__ = ["CHROMIUM", "PageServer", "authorize", "chromium"]
+__all__ = ["CHROMIUM", "PageServer", "ThreadedServer", "authorize", "chromium"]
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [
@@ -56,8 +57,29 @@ def authorize(page: Page, key: str) -> None:
     expect(dialog).to_be_hidden()
 
 
-class PageServer:
-    """Serves one HTML page at ``/`` on 127.0.0.1, on a port of its own: another origin."""
+class ThreadedServer:
+    """An HTTP server on 127.0.0.1, on a port of its own, run by a thread while in ``with``."""
+
+    def __init__(self, handler: type[http.server.BaseHTTPRequestHandler]) -> None:
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+
+class PageServer(ThreadedServer):
+    """Serves one HTML page at ``/``: another origin."""
 
     def __init__(self, html: str) -> None:
         body = html.encode()
@@ -73,18 +95,8 @@ class PageServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     @property
     def origin(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> PageServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
+        return f"http://127.0.0.1:{self.port}"

@@ -12,7 +12,6 @@ import http.client
 import http.server
 import json
 import signal
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from playwright.sync_api import Browser, expect
 
 from app.security import hash_key
 
-from ._browser import authorize, chromium
+from ._browser import ThreadedServer, authorize, chromium
 from ._server import Server
 
 pytestmark = pytest.mark.e2e
@@ -32,7 +31,7 @@ KEY = "proxy-writer"
 CLIENT_ADDRESS = "203.0.113.7"  # what the proxy says the client's address was
 
 
-class PrefixProxy:
+class PrefixProxy(ThreadedServer):
     """Forwards ``PREFIX/...`` to a backend's ``/...``; 404 for anything else.
 
     ``scheme`` is what it tells the backend the client spoke (``https`` where
@@ -74,21 +73,11 @@ class PrefixProxy:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}{PREFIX}"
-
-    def __enter__(self) -> PrefixProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
+        return f"http://127.0.0.1:{self.port}{PREFIX}"
 
 
 @pytest.fixture
