@@ -10,9 +10,8 @@ from fastapi import Depends, Path, Query, Request
 
 from .config import Settings
 from .errors import InvalidRequestError
-from .index import StoreRecord
 from .keytable import quote_key
-from .storage import OpenStore, Storage
+from .storage import OpenStore, Storage, StoreRecord
 
 __all__ = [
     "MAX_QUERY_INT",

@@ -22,10 +22,9 @@ from ..errors import (
     UploadTooLargeError,
     documented,
 )
-from ..index import StoreRecord
 from ..models import StoreInfo, StoreList
 from ..security import check_origin
-from ..storage import NAME_PATTERN, check_name
+from ..storage import NAME_PATTERN, StoreRecord, check_name
 from ..uploads import FILE_FIELD, MultipartUpload, check_declared_size, is_multipart, raw_body
 from . import answer_head
 

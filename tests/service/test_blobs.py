@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from app import blobs
-from app.blobs import BlobDir
+from app.storage import local_blobs as blobs
+from app.storage.local_blobs import BlobDir
 
 DATA = bytes(range(256)) * 12_000  # 3 MB, more than one write batch
 

@@ -30,8 +30,7 @@ from pathlib import Path
 
 import kastore
 
-from .blobs import BlobDir, TempBlob
-from .errors import (
+from ..errors import (
     InsufficientStorageError,
     InvalidStoreFileError,
     InvalidStoreNameError,
@@ -39,8 +38,9 @@ from .errors import (
     StoreNotFoundError,
     UploadTooLargeError,
 )
-from .index import Index, StoreRecord
-from .keytable import OpenStore
+from ..keytable import OpenStore
+from .local_blobs import BlobDir, TempBlob
+from .sqlite_index import Index, StoreRecord
 
 __all__ = [
     "NAME_PATTERN",
