@@ -30,7 +30,13 @@ $(CHROMIUM):
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
-test: $(VENV)/.test-installed $(CHROMIUM)
+# The PostgreSQL index's tests start Debian's server (initdb, pg_ctl) in a temporary folder.
+INITDB := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb) /usr/lib/postgresql/bin/initdb)
+$(INITDB):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
+
+test: $(VENV)/.test-installed $(CHROMIUM) $(INITDB)
 	$(BIN)/python -m pytest
 
 # The reference kastore, installed aside (not into the venv) as the codec's baseline.

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from ._postgres import PostgresMissingError, find_bin_dir, fresh_database, postgres_server
 from ._testdata import TESTDATA
 
 
@@ -15,3 +17,21 @@ def testdata() -> Path:
     if not TESTDATA.is_dir():
         pytest.skip(f"shared test data not found at {TESTDATA}")
     return TESTDATA
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server started for this session, on first use: its superuser's URL."""
+    try:
+        find_bin_dir()
+    except PostgresMissingError as err:
+        pytest.fail(str(err), pytrace=False)
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_db_url(postgres_url: str) -> Iterator[str]:
+    """The URL of a new, empty database for this test alone, dropped after it."""
+    with fresh_database(postgres_url) as url:
+        yield url
