@@ -8,41 +8,51 @@ never chosen. The highest q wins and zstd wins a tie. When neither coding is
 acceptable the answer is identity, even if the header refuses identity too,
 as RFC 9110 advises: the client gets the bytes rather than an error.
 
-A compressed answer is streamed a piece at a time, each piece compressed in a
-worker thread, so the event loop never waits on it and memory stays at one
-piece. Its first piece decides: when it does not shrink by
-``MIN_SAVING``, the whole answer goes as identity, with the identity
-headers. A client that refuses identity gets the coding in every case.
+Every form of an array (raw, npy, JSON, CSV, text, rows) and the whole file
+compress the same way: the answer is streamed a group of pieces at a time
+(``PIECE_BYTES`` or more), each group made and compressed in a worker
+thread, so the event loop never waits on it and memory stays at one group.
+Its first group decides: when it does not shrink by ``MIN_SAVING``, or when
+it is the whole answer and a small one, the whole answer goes as identity,
+with the identity headers. A client that refuses identity gets the coding in
+every case.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import AsyncIterator, Iterable, Sequence
 from functools import lru_cache
 from typing import Literal, Protocol
 
 import anyio.to_thread
 import zstandard
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from .encoders import RAW_PIECE_BYTES, BufferResponse
+from .encoders import RAW_PIECE_BYTES
 
 __all__ = [
     "CODINGS",
     "MIN_SAVING",
+    "PIECE_BYTES",
     "CompressedResponse",
     "Encoding",
+    "Piece",
     "choose_encoding",
     "encoded_etag",
 ]
 
 Encoding = Literal["zstd", "gzip", "identity"]
+#: A piece of a body, as encoders make them.
+Piece = bytes | memoryview
 
 #: The codings offered, in the order ties are broken.
 CODINGS: tuple[Encoding, ...] = ("zstd", "gzip")
 #: A first piece that does not shrink by this fraction is sent as it is.
 MIN_SAVING = 0.1
+#: Pieces are compressed (and the first one judged) in groups of at least this size.
+PIECE_BYTES = RAW_PIECE_BYTES
 ZSTD_LEVEL = 1
 GZIP_LEVEL = 1
 
@@ -91,7 +101,7 @@ def encoded_etag(etag: str, encoding: Encoding) -> str:
 
 
 class _Compressor(Protocol):
-    def piece(self, data: bytes | memoryview) -> bytes: ...
+    def piece(self, data: Sequence[Piece]) -> bytes: ...
     def end(self) -> bytes: ...
 
 
@@ -99,8 +109,8 @@ class _Zstd:
     def __init__(self, size: int) -> None:
         self._obj = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj(size=size)
 
-    def piece(self, data: bytes | memoryview) -> bytes:
-        out = self._obj.compress(data)
+    def piece(self, data: Sequence[Piece]) -> bytes:
+        out = b"".join([self._obj.compress(part) for part in data])
         return out + self._obj.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
 
     def end(self) -> bytes:
@@ -111,8 +121,9 @@ class _Gzip:
     def __init__(self) -> None:
         self._obj = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
 
-    def piece(self, data: bytes | memoryview) -> bytes:
-        return self._obj.compress(data) + self._obj.flush(zlib.Z_SYNC_FLUSH)
+    def piece(self, data: Sequence[Piece]) -> bytes:
+        out = b"".join([self._obj.compress(part) for part in data])
+        return out + self._obj.flush(zlib.Z_SYNC_FLUSH)
 
     def end(self) -> bytes:
         return self._obj.flush(zlib.Z_FINISH)
@@ -122,68 +133,131 @@ def _compressor(encoding: Encoding, size: int) -> _Compressor:
     return _Zstd(size) if encoding == "zstd" else _Gzip()
 
 
-class CompressedResponse(Response):
-    """``prefix`` then ``buffer``, compressed as it streams, without ``Content-Length``.
+class _Pieces:
+    """Reads an iterable of pieces a group at a time, each group ``PIECE_BYTES`` or more.
 
-    ``headers`` are those of the identity answer; the coding changes the ETag
-    and adds ``Content-Encoding``. Unless ``required``, a first piece that does
-    not shrink sends the whole as identity instead (a ``BufferResponse``).
+    Encoders yield pieces of any size (a JSON array's opening is a few bytes):
+    grouping them gives the first-piece test something to judge, and each
+    flush of the compressor a block worth its few bytes of overhead. Pieces
+    are never joined (no copy); ``read`` may run in a worker thread, as
+    making a piece (encoding JSON, say) costs CPU too.
+    """
+
+    def __init__(self, pieces: Iterable[Piece]) -> None:
+        self._iterator = iter(pieces)
+        self.done = False
+
+    def read(self) -> list[Piece]:
+        group: list[Piece] = []
+        size = 0
+        while size < PIECE_BYTES:
+            piece = next(self._iterator, None)
+            if piece is None:
+                self.done = True
+                break
+            group.append(piece)
+            size += len(piece) if isinstance(piece, bytes) else piece.nbytes
+        return group
+
+
+def _size(group: Sequence[Piece]) -> int:
+    return sum(len(piece) if isinstance(piece, bytes) else piece.nbytes for piece in group)
+
+
+class CompressedResponse(Response):
+    """``pieces``, compressed as they stream, without ``Content-Length``.
+
+    ``pieces`` may be lazy (JSON encoded as it goes): each group of them is
+    made and compressed in a worker thread. ``headers`` are those of the
+    identity answer; the coding changes the ETag and adds
+    ``Content-Encoding``. Unless ``required``, the answer goes as identity
+    instead when its first group does not shrink by ``MIN_SAVING``, or when
+    the whole answer is that group and it holds under ``min_bytes``:
+    ``identity`` is that answer if given (one that can start again from the
+    first byte, a buffer's), else the pieces are streamed as they are.
+    ``size`` is the body's size when known (zstd records it).
     """
 
     def __init__(
         self,
-        buffer: memoryview,
+        pieces: Iterable[Piece],
         *,
         encoding: Encoding,
         headers: dict[str, str],
-        prefix: bytes = b"",
-        media_type: str = "application/octet-stream",
+        media_type: str,
         required: bool = False,
+        min_bytes: int = 0,
+        identity: Response | None = None,
+        size: int = -1,
     ) -> None:
-        self.buffer, self.prefix, self.encoding, self.required = buffer, prefix, encoding, required
+        self.pieces, self.encoding, self.required = pieces, encoding, required
+        self.min_bytes, self.identity, self.size = min_bytes, identity, size
         self.identity_headers = headers
         self.status_code = 200
-        self.media_type = self.stored_media_type = media_type
+        self.media_type = media_type
         self.background = None
         self.init_headers(
             {
                 **headers,
                 "etag": encoded_etag(headers["etag"], encoding),
                 "content-encoding": encoding,
-                "accept-ranges": "bytes",
             }
         )
 
-    def _pieces(self) -> list[bytes | memoryview]:
-        first_size = RAW_PIECE_BYTES - len(self.prefix) if self.prefix else RAW_PIECE_BYTES
-        view = self.buffer
-        pieces: list[bytes | memoryview] = []
-        head = view[: max(first_size, 0)]
-        pieces.append(self.prefix + bytes(head) if self.prefix else head)
-        for start in range(head.nbytes, view.nbytes, RAW_PIECE_BYTES):
-            pieces.append(view[start : start + RAW_PIECE_BYTES])
-        return pieces
+    def _pays(self, first: list[Piece], compressed: bytes, done: bool) -> bool:
+        if self.required:
+            return True
+        size = _size(first)
+        if done and size < self.min_bytes:
+            return False
+        return len(compressed) <= size * (1 - MIN_SAVING)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        pieces = self._pieces()
-        compressor = _compressor(self.encoding, len(self.prefix) + self.buffer.nbytes)
-        first = await anyio.to_thread.run_sync(compressor.piece, pieces[0])
-        if not self.required and len(first) > len(pieces[0]) * (1 - MIN_SAVING):
-            identity = BufferResponse(
-                self.buffer,
-                headers=self.identity_headers,
-                prefix=self.prefix,
-                media_type=self.stored_media_type,
-            )
-            await identity(scope, receive, send)
+        reader = _Pieces(self.pieces)
+        compressor = _compressor(self.encoding, self.size)
+
+        def next_compressed() -> tuple[list[Piece], bytes]:
+            group = reader.read()
+            return group, compressor.piece(group)
+
+        first, out = await anyio.to_thread.run_sync(next_compressed)
+        if not self._pays(first, out, reader.done):
+            if self.identity is not None:
+                await self.identity(scope, receive, send)
+            else:
+                await self._send_identity(scope, receive, send, reader, first)
             return
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
         if scope.get("method") != "HEAD":
-            await send({"type": "http.response.body", "body": first, "more_body": True})
-            for piece in pieces[1:]:
-                out = await anyio.to_thread.run_sync(compressor.piece, piece)
+            while True:
                 await send({"type": "http.response.body", "body": out, "more_body": True})
+                if reader.done:
+                    break
+                _, out = await anyio.to_thread.run_sync(next_compressed)
             await send({"type": "http.response.body", "body": compressor.end(), "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _send_identity(
+        self, scope: Scope, receive: Receive, send: Send, reader: _Pieces, group: list[Piece]
+    ) -> None:
+        """The pieces as they are; with ``Content-Length`` when the first group was all."""
+        headers, media_type = self.identity_headers, self.media_type
+        if reader.done:
+            answer: Response = Response(b"".join(group), headers=headers, media_type=media_type)
+            await answer(scope, receive, send)
+            return
+
+        async def rest() -> AsyncIterator[Piece]:
+            if scope.get("method") == "HEAD":
+                return
+            for piece in group:
+                yield piece
+            while not reader.done:
+                for piece in await anyio.to_thread.run_sync(reader.read):
+                    yield piece
+
+        await StreamingResponse(rest(), headers=headers, media_type=media_type)(
+            scope, receive, send
+        )

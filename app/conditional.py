@@ -21,15 +21,15 @@ representation. Here, and nowhere else:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
-from .compression import CODINGS, CompressedResponse, choose_encoding, encoded_etag
-from .encoders import BufferResponse
+from .compression import CODINGS, CompressedResponse, Encoding, Piece, choose_encoding, encoded_etag
+from .encoders import RAW_PIECE_BYTES, BufferResponse
 from .errors import RangeNotSatisfiableError
 
-__all__ = ["byte_span", "etag_matches", "not_modified", "raw_answer"]
+__all__ = ["byte_span", "etag_matches", "not_modified", "raw_answer", "streamed_answer"]
 
 _BYTE_RANGE = re.compile(r"bytes=(\d*)-(\d*)", re.IGNORECASE)
 #: Positions with more significant digits than this are past the end of any file.
@@ -87,6 +87,41 @@ def byte_span(request_headers: Mapping[str, str], etag: str, size: int) -> tuple
     return first, min(last, size - 1)
 
 
+def _negotiate(
+    request_headers: Mapping[str, str],
+    headers: dict[str, str],
+    *,
+    compress_min_bytes: int | None,
+    size: int | None,
+    ranged: bool,
+) -> tuple[dict[str, str], Encoding, bool, Response | None]:
+    """The identity headers, the coding, whether it is a must, and a 304 if it is one.
+
+    ``size`` is the body's, when known before it is made: a small body gets
+    identity, and so does a request with a ``Range`` (``ranged``). Answers
+    vary with ``Accept-Encoding``. ``If-None-Match`` naming the ETag of any
+    coding gives 304: the content is the same.
+    """
+    headers = {**headers, "vary": _vary(headers.get("vary"), "Accept-Encoding")}
+    encoding, required = choose_encoding(
+        None if compress_min_bytes is None else request_headers.get("accept-encoding")
+    )
+    small = size is not None and size < (compress_min_bytes or 0)
+    if ranged or (small and not required):
+        encoding = "identity"  # a Range counts stored bytes; small bodies do not pay
+    # Every coding holds the same content: any of their ETags is a match.
+    for coding in dict.fromkeys((encoding, "identity", *CODINGS)):
+        tagged = {**headers, "etag": encoded_etag(headers["etag"], coding)}
+        unchanged = not_modified(request_headers, tagged)
+        if unchanged is not None:
+            return headers, encoding, required, unchanged
+    return headers, encoding, required, None
+
+
+def _slices(buffer: memoryview) -> list[Piece]:
+    return [buffer[i : i + RAW_PIECE_BYTES] for i in range(0, buffer.nbytes, RAW_PIECE_BYTES)]
+
+
 def raw_answer(
     request_headers: Mapping[str, str],
     buffer: memoryview,
@@ -102,33 +137,76 @@ def raw_answer(
     vary with ``Accept-Encoding``: a 200 of ``compress_min_bytes`` or more
     goes zstd or gzip when the client accepts it (see ``compression``), with
     the coding's ETag; a request with a ``Range`` always gets stored bytes.
-    ``If-None-Match`` naming the ETag of any coding gives 304: the content
-    is the same.
+    ``If-None-Match`` naming the ETag of any coding gives 304.
     """
-    headers = {**headers, "vary": _vary(headers.get("vary"), "Accept-Encoding")}
     size = len(prefix) + buffer.nbytes
-    encoding, required = choose_encoding(
-        None if compress_min_bytes is None else request_headers.get("accept-encoding")
+    headers, encoding, required, unchanged = _negotiate(
+        request_headers,
+        headers,
+        compress_min_bytes=compress_min_bytes,
+        size=size,
+        ranged="range" in request_headers,
     )
-    if "range" in request_headers or (size < (compress_min_bytes or 0) and not required):
-        encoding = "identity"  # a Range counts stored bytes; small bodies do not pay
-    # Every coding holds the same content: any of their ETags is a match.
-    for coding in dict.fromkeys((encoding, "identity", *CODINGS)):
-        tagged = {**headers, "etag": encoded_etag(headers["etag"], coding)}
-        unchanged = not_modified(request_headers, tagged)
-        if unchanged is not None:
-            return unchanged
+    if unchanged is not None:
+        return unchanged
     if encoding != "identity":
         return CompressedResponse(
-            buffer,
+            [prefix, *_slices(buffer)] if prefix else _slices(buffer),
             encoding=encoding,
-            headers=headers,
-            prefix=prefix,
+            headers={**headers, "accept-ranges": "bytes"},
             media_type=media_type,
             required=required,
+            identity=BufferResponse(buffer, headers=headers, prefix=prefix, media_type=media_type),
+            size=size,
         )
     span = byte_span(request_headers, headers["etag"], size)
     return BufferResponse(buffer, headers=headers, span=span, prefix=prefix, media_type=media_type)
+
+
+def streamed_answer(
+    request_headers: Mapping[str, str],
+    body: bytes | memoryview | Iterable[Piece],
+    *,
+    headers: dict[str, str],
+    media_type: str,
+    compress_min_bytes: int,
+) -> Response:
+    """JSON, CSV or text as the answer to a GET or HEAD: 304, or 200 sent as it is made.
+
+    ``body`` is the whole (bytes or a buffer), or pieces made as they are
+    read, each in a worker thread. ``headers`` must hold the
+    representation's strong ``etag``. Compressed as for ``raw_answer``, from
+    ``compress_min_bytes``; a ``Range`` is ignored (the whole, 200), as RFC
+    9110 allows.
+    """
+    whole: memoryview | None = None
+    pieces: Iterable[Piece]
+    if isinstance(body, bytes | memoryview):
+        whole = memoryview(body).cast("B")
+        pieces = _slices(whole)
+    else:
+        pieces = body
+    headers, encoding, required, unchanged = _negotiate(
+        request_headers,
+        headers,
+        compress_min_bytes=compress_min_bytes,
+        size=None if whole is None else whole.nbytes,
+        ranged=False,
+    )
+    if unchanged is not None:
+        return unchanged
+    if encoding != "identity":
+        return CompressedResponse(
+            pieces,
+            encoding=encoding,
+            headers=headers,
+            media_type=media_type,
+            required=required,
+            min_bytes=compress_min_bytes,
+        )
+    if whole is not None:
+        return Response(bytes(whole), headers=headers, media_type=media_type)
+    return StreamingResponse(iter(pieces), headers=headers, media_type=media_type)
 
 
 def _vary(vary: str | None, field: str) -> str:

@@ -11,19 +11,20 @@ from urllib.parse import quote
 import numpy as np
 import orjson
 from numpy.lib import format as npy_format
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 __all__ = [
     "CSV_PIECE_ELEMENTS",
     "JSON_PIECE_ELEMENTS",
     "RAW_PIECE_BYTES",
+    "TEXT_MEDIA_TYPES",
     "BufferResponse",
     "attachment",
-    "csv_response",
-    "json_response",
+    "csv_pieces",
+    "json_body",
     "npy_header",
-    "rows_response",
+    "rows_pieces",
     "utf8_text",
 ]
 
@@ -31,6 +32,13 @@ __all__ = [
 RAW_PIECE_BYTES = 1 << 20
 #: JSON is encoded this many elements at a time.
 JSON_PIECE_ELEMENTS = 1 << 16
+#: The media types of the forms written as text.
+TEXT_MEDIA_TYPES = {
+    "json": "application/json",
+    "rows": "application/json",
+    "csv": "text/csv; header=present",
+    "text": "text/plain; charset=utf-8",
+}
 
 
 class BufferResponse(Response):
@@ -93,7 +101,8 @@ def npy_header(array: np.ndarray) -> bytes:
 CSV_PIECE_ELEMENTS = 1 << 16
 
 
-def _csv_pieces(key: str, array: np.ndarray) -> Iterator[bytes]:
+def csv_pieces(key: str, array: np.ndarray) -> Iterator[bytes]:
+    """One value a line, under the key as the header line; written as it is read."""
     # Python's repr of a float is the shortest text that reads back the same.
     yield (_csv_field(key) + "\n").encode()
     for start in range(0, len(array), CSV_PIECE_ELEMENTS):
@@ -107,13 +116,6 @@ def _csv_field(text: str) -> str:
     return text
 
 
-def csv_response(key: str, array: np.ndarray, *, headers: dict[str, Any]) -> Response:
-    """One value a line, under the key as the header line; streamed as it is written."""
-    return StreamingResponse(
-        _csv_pieces(key, array), media_type="text/csv; header=present", headers=headers
-    )
-
-
 def utf8_text(array: np.ndarray) -> str | None:
     """The text an int8/uint8 array holds, or None if its bytes are not UTF-8."""
     try:
@@ -122,10 +124,8 @@ def utf8_text(array: np.ndarray) -> str | None:
         return None
 
 
-def rows_response(
-    key: str, array: np.ndarray, bounds: list[int], *, headers: dict[str, Any]
-) -> Response:
-    """A ragged column as rows: row ``i`` is ``array[bounds[i]:bounds[i + 1]]``.
+def rows_pieces(key: str, array: np.ndarray, bounds: list[int]) -> Iterator[bytes]:
+    """A ragged column as rows, written when read: row ``i`` is ``array[bounds[i]:bounds[i + 1]]``.
 
     Rows of an int8/uint8 column are text when every one of them is UTF-8
     (tskit's metadata and provenance records), and lists of numbers otherwise.
@@ -138,8 +138,7 @@ def rows_response(
             rows = texts
     if not rows and pieces:
         rows = [piece.tolist() for piece in pieces]
-    body = orjson.dumps({"key": key, "dtype": str(array.dtype), "length": len(rows), "rows": rows})
-    return Response(body, media_type="application/json", headers=headers)
+    yield orjson.dumps({"key": key, "dtype": str(array.dtype), "length": len(rows), "rows": rows})
 
 
 def attachment(filename: str) -> str:
@@ -172,11 +171,8 @@ def _json_pieces(key: str, array: np.ndarray) -> Iterator[bytes | memoryview]:
     yield b"]}"
 
 
-def json_response(key: str, array: np.ndarray, *, headers: dict[str, Any]) -> Response:
-    """``{"key", "dtype", "length", "data"}``; large arrays are streamed as they are encoded."""
+def json_body(key: str, array: np.ndarray) -> bytes | Iterator[bytes | memoryview]:
+    """``{"key", "dtype", "length", "data"}``: whole, or pieces encoded as read if large."""
     if len(array) <= JSON_PIECE_ELEMENTS:
-        body = b"".join((_json_head(key, array), _json_values(array), b"]}"))
-        return Response(body, media_type="application/json", headers=headers)
-    return StreamingResponse(
-        _json_pieces(key, array), media_type="application/json", headers=headers
-    )
+        return b"".join((_json_head(key, array), _json_values(array), b"]}"))
+    return _json_pieces(key, array)

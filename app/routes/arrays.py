@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter, Header, Query, Request, Response
 from starlette.convertors import PathConvertor, register_url_convertor
 
-from ..conditional import not_modified, raw_answer
+from ..conditional import raw_answer, streamed_answer
 from ..config import Settings
 from ..deps import (
     MAX_QUERY_INT,
@@ -24,11 +24,12 @@ from ..deps import (
     store_url,
 )
 from ..encoders import (
+    TEXT_MEDIA_TYPES,
     attachment,
-    csv_response,
-    json_response,
+    csv_pieces,
+    json_body,
     npy_header,
-    rows_response,
+    rows_pieces,
     utf8_text,
 )
 from ..errors import (
@@ -217,11 +218,11 @@ async def download_array(
     `KASTORE_MAX_JSON_BYTES` get 413. Each form has its own ETag, and answers
     say `Vary: Accept`.
 
-    Raw and npy answers of 1 KiB or more (`KASTORE_COMPRESS_MIN_BYTES`) are
-    compressed on the way when `Accept-Encoding` allows zstd or gzip (read
+    Answers of 1 KiB or more (`KASTORE_COMPRESS_MIN_BYTES`), in every form,
+    are compressed on the way when `Accept-Encoding` allows zstd or gzip (read
     with q-values; zstd wins a tie), unless they do not shrink or the request
-    has a `Range`; each coding has its own ETag (`-zstd`, `-gzip`), and these
-    answers say `Vary: Accept, Accept-Encoding`.
+    has a `Range` (raw and npy); each coding has its own ETag (`-zstd`,
+    `-gzip`), and answers say `Vary: Accept, Accept-Encoding`.
 
     `?format=` beats `Accept`; `Accept` is read with its q-values
     (`application/json;q=0` never gives JSON), and 406 answers an `Accept`
@@ -287,21 +288,26 @@ async def download_array(
             media_type=FORMATS[form],
             compress_min_bytes=settings.compress_min_bytes,
         )
-    unchanged = not_modified(request.headers, headers)
-    if unchanged is not None:
-        return unchanged
     _check_text_size(request, record.name, key, array, settings.max_json_bytes)
+    body: Any
     if form == "csv":
-        return csv_response(key, array, headers=headers)
-    if form == "text":
-        text = utf8_text(array) if byte_array else None
-        if text is None:
+        body = csv_pieces(key, array)
+    elif form == "text":
+        if (utf8_text(array) if byte_array else None) is None:
             raise InvalidRequestError(
                 f"the array {key!r} ({array.dtype}) does not hold UTF-8 text: "
                 "?format=text is for int8 or uint8 arrays of UTF-8 bytes; use raw or json"
             )
-        return Response(text, media_type="text/plain; charset=utf-8", headers=headers)
-    return json_response(key, array, headers=headers)
+        body = array.data.cast("B")
+    else:
+        body = json_body(key, array)
+    return streamed_answer(
+        request.headers,
+        body,
+        headers=headers,
+        media_type=TEXT_MEDIA_TYPES[form],
+        compress_min_bytes=settings.compress_min_bytes,
+    )
 
 
 def _check_text_size(request: Request, name: str, key: str, array: Any, limit: int) -> None:
@@ -355,10 +361,13 @@ def _rows_answer(
         "cache-control": "no-cache",
         "vary": "Accept, Accept-Encoding",
     }
-    unchanged = not_modified(request.headers, headers)
-    if unchanged is not None:
-        return unchanged
-    return rows_response(key, whole, bounds, headers=headers)
+    return streamed_answer(
+        request.headers,
+        rows_pieces(key, whole, bounds),
+        headers=headers,
+        media_type=TEXT_MEDIA_TYPES["rows"],
+        compress_min_bytes=settings.compress_min_bytes,
+    )
 
 
 answer_head(router)
