@@ -2,6 +2,11 @@
 
 Reads run on their own, each statement seeing what is committed when it
 starts (autocommit, READ COMMITTED), so nothing is ever served from a cache.
+A read whose pooled connection turns out broken (the server restarted) is
+tried once more after the pool has replaced its stale connections; a write
+is not (it may have been committed), so after a restart at most one write
+fails. Checking every connection as it leaves the pool would cost a round
+trip per request instead.
 
 Every change that may doom a blob (``lease``, ``put``, ``release``,
 ``delete``, ``expire_leases``, ``doom_orphans``) begins its transaction by
@@ -26,7 +31,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .interfaces import DEFAULT_SUFFIX, PutResult, StoreRecord, Totals
 
@@ -165,7 +170,11 @@ class PostgresIndex:
             kwargs={"autocommit": True, "connect_timeout": _CONNECT_TIMEOUT_S},
             open=False,
         )
-        await pool.open(wait=True, timeout=_CONNECT_TIMEOUT_S)
+        try:
+            await pool.open(wait=True, timeout=_CONNECT_TIMEOUT_S)
+        except PoolTimeout as err:
+            await pool.close()
+            raise RuntimeError(f"cannot connect to the index at {_describe(url)}: {err}") from err
         return cls(url, pool)
 
     def describe(self) -> str:
@@ -176,65 +185,90 @@ class PostgresIndex:
 
     # Reading
 
+    async def _read(
+        self, query: Callable[[_Conn], Awaitable[_T]], *, timeout: float | None = None
+    ) -> _T:
+        """Run ``query``; once more if its connection had broken (a server restart).
+
+        ``timeout``: how long to wait for a connection, if not the pool's.
+        """
+        try:
+            async with self._pool.connection(timeout) as conn:
+                return await query(conn)
+        except PoolTimeout:
+            raise  # no connection at all: trying again would only wait as long again
+        except psycopg.OperationalError:
+            # The pool has dropped that connection; its idle ones may be as stale.
+            await self._pool.check()
+            async with self._pool.connection(timeout) as conn:
+                return await query(conn)
+
+    async def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        async def rows(conn: _Conn) -> list[tuple[Any, ...]]:
+            return await (await conn.execute(sql, params)).fetchall()
+
+        return await self._read(rows)
+
     async def get(self, name: str) -> StoreRecord | None:
-        async with self._pool.connection() as conn:
-            return await _query(conn, name)
+        rows = await self._rows(f"SELECT {_COLUMNS} FROM stores WHERE name = %s", (name,))
+        return _record(rows[0]) if rows else None
 
     async def page(self, *, offset: int, limit: int) -> list[StoreRecord]:
-        async with self._pool.connection() as conn:
-            cursor = await conn.execute(
-                f"SELECT {_COLUMNS} FROM stores ORDER BY name LIMIT %s OFFSET %s",
-                (limit, offset),
-            )
-            return [_record(row) for row in await cursor.fetchall()]
+        rows = await self._rows(
+            f"SELECT {_COLUMNS} FROM stores ORDER BY name LIMIT %s OFFSET %s", (limit, offset)
+        )
+        return [_record(row) for row in rows]
 
     async def count(self) -> int:
-        async with self._pool.connection() as conn:
-            row = await (await conn.execute("SELECT count(*) FROM stores")).fetchone()
-        assert row is not None
-        return int(row[0])
+        [(count,)] = await self._rows("SELECT count(*) FROM stores")
+        return int(count)
 
     async def totals(self) -> Totals:
-        async with self._pool.connection() as conn:
-            cursor = await conn.execute(
-                "SELECT count(*), coalesce(sum(num_keys), 0), coalesce(sum(size), 0) FROM stores"
-            )
-            row = await cursor.fetchone()
-        assert row is not None
-        return Totals(int(row[0]), int(row[1]), int(row[2]))
+        [(stores, keys, size)] = await self._rows(
+            "SELECT count(*), coalesce(sum(num_keys), 0), coalesce(sum(size), 0) FROM stores"
+        )
+        return Totals(int(stores), int(keys), int(size))
 
     async def readable(self) -> bool:
+        async def probe(conn: _Conn) -> None:
+            await conn.execute("SELECT 1 FROM stores LIMIT 1")
+
         try:
-            async with self._pool.connection(timeout=_READABLE_TIMEOUT_S) as conn:
-                await conn.execute("SELECT 1 FROM stores LIMIT 1")
-        except (psycopg.Error, TimeoutError):
+            await self._read(probe, timeout=_READABLE_TIMEOUT_S)
+        except psycopg.Error:  # PoolTimeout included
             return False
         return True
 
     async def referenced(self) -> set[str]:
-        async with self._pool.connection() as conn:
-            cursor = await conn.execute("SELECT DISTINCT sha256 FROM stores")
-            return {sha256 for (sha256,) in await cursor.fetchall()}
+        return {sha256 for (sha256,) in await self._rows("SELECT DISTINCT sha256 FROM stores")}
 
     async def doomed(self, *, older_than: datetime) -> list[str]:
-        async with self._pool.connection() as conn:
-            cursor = await conn.execute(
-                "SELECT sha256 FROM doomed WHERE since < %s ORDER BY since, sha256",
-                (older_than,),
-            )
-            return [sha256 for (sha256,) in await cursor.fetchall()]
+        rows = await self._rows(
+            "SELECT sha256 FROM doomed WHERE since < %s ORDER BY since, sha256", (older_than,)
+        )
+        return [sha256 for (sha256,) in rows]
 
     # Writing: each a transaction that first locks the sha256s it may doom
 
     async def _write(self, change: Callable[[_Conn], Awaitable[_T]]) -> _T:
-        """Run ``change`` in one transaction, again if it finds it locked the wrong sha256."""
-        async with self._pool.connection() as conn:
-            for _ in range(_MAX_ATTEMPTS):
-                try:
-                    async with conn.transaction():
-                        return await change(conn)
-                except _Moved:
-                    continue
+        """Run ``change`` in one transaction, again if it finds it locked the wrong sha256.
+
+        A broken connection is not tried again (the change may have been
+        committed), but the pool replaces its stale connections for the next call.
+        """
+        try:
+            async with self._pool.connection() as conn:
+                for _ in range(_MAX_ATTEMPTS):
+                    try:
+                        async with conn.transaction():
+                            return await change(conn)
+                    except _Moved:
+                        continue
+        except PoolTimeout:
+            raise
+        except psycopg.OperationalError:
+            await self._pool.check()
+            raise
         raise RuntimeError(f"a change kept racing others after {_MAX_ATTEMPTS} attempts")
 
     async def lease(self, sha256: str, token: str, *, expires: datetime) -> bool:
@@ -329,8 +363,10 @@ class PostgresIndex:
         return await self._write(delete)
 
     async def forget(self, sha256: str) -> None:
-        async with self._pool.connection() as conn:
+        async def forget(conn: _Conn) -> None:
             await conn.execute("DELETE FROM doomed WHERE sha256 = %s", (sha256,))
+
+        await self._read(forget)  # idempotent: safe to try again like a read
 
     async def expire_leases(self, *, now: datetime) -> list[str]:
         async def expire(conn: _Conn) -> list[str]:

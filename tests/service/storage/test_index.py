@@ -449,3 +449,33 @@ def socket_closed_port() -> Iterator[int]:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         yield port
+
+
+def disconnect_everyone(url: str) -> None:
+    """End every other connection to the database, as a server restart would."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        ended = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+    assert ended is not None and ended[0] > 0, "no connection was ended: the test proves nothing"
+
+
+async def test_postgres_index_outlives_a_server_restart(postgres_db_url: str) -> None:
+    """Reads after a restart just work; of writes, at most the first fails."""
+    index = await PostgresIndex.open(postgres_db_url, min_size=3, max_size=3)
+    try:
+        await put(index, record("x", "one"))
+        disconnect_everyone(postgres_db_url)
+        got = await index.get("x")
+        assert got is not None
+        assert got.sha256 == sha("one")
+        disconnect_everyone(postgres_db_url)
+        with contextlib.suppress(psycopg.OperationalError):
+            await index.lease(sha("two"), "first", expires=LATER)
+        await put(index, record("y", "two"))
+        assert await index.count() == 2
+        disconnect_everyone(postgres_db_url)
+        assert await index.readable()
+    finally:
+        await index.close()
