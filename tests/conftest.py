@@ -22,10 +22,13 @@ def testdata() -> Path:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A PostgreSQL server started for this session, on first use: its superuser's URL."""
+    missing = None
     try:
         find_bin_dir()
     except PostgresMissingError as err:
-        pytest.fail(str(err), pytrace=False)
+        missing = str(err)
+    if missing is not None:  # outside the except: one message, no chained traceback
+        pytest.fail(missing, pytrace=False)
     with postgres_server() as url:
         yield url
 
