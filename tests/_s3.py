@@ -17,6 +17,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -67,27 +68,26 @@ def s3_server() -> Iterator[str]:
     # The server's own environment is kept clean of any real AWS settings.
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env |= s3_credentials(endpoint)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while not _answers(endpoint):
-            if process.poll() is not None:
-                assert process.stderr is not None
-                raise RuntimeError(f"moto server exited: {process.stderr.read().decode()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"moto server did not answer at {endpoint}")
-            time.sleep(0.1)
-        yield endpoint
-    finally:
-        process.kill()
-        process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
+    # The server logs every request: to a file, since a pipe nobody reads would fill and block it.
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + START_TIMEOUT
+            while not _answers(endpoint):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    tail = log.read().decode(errors="replace")[-2000:]
+                    raise RuntimeError(f"moto server did not start at {endpoint}: {tail}")
+                time.sleep(0.1)
+            yield endpoint
+        finally:
+            process.kill()
+            process.wait()
 
 
 def _client(endpoint: str) -> Any:
