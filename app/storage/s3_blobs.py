@@ -329,7 +329,10 @@ class S3Blobs:
         """Wait for a failed upload to end (obstore aborts it), then delete what it wrote."""
         with contextlib.suppress(BaseException):
             await upload
-        await obstore.delete_async(self._store, key)
+        # The upload's own error is the one to report; what this leaves, if S3 failed,
+        # goes with collect_temporaries.
+        with contextlib.suppress(Exception):
+            await obstore.delete_async(self._store, key)
 
     async def commit(self, staged: Staged) -> None:
         """Copy the upload to its blob key, unless that holds the same size already.
