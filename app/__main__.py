@@ -4,11 +4,15 @@
 failure to start (an invalid setting, the port taken, the data directory in
 use or not writable, an unreadable key file) is one line on stderr and exit
 status 1.
+
+With ``KASTORE_WORKERS`` above 1, that many worker processes serve the same
+port and storage, each building the app from the environment (``app.main:app``).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import errno
 import logging
@@ -19,12 +23,13 @@ from collections.abc import Sequence
 
 import uvicorn
 from pydantic import ValidationError
+from uvicorn.supervisors import Multiprocess
 
 from .config import Settings
 from .main import StartupError, create_app, open_storage
 from .observability import configure_logging
 from .security import hash_key, new_key
-from .server import raise_open_files_limit, uvicorn_options
+from .server import ENVIRONMENT_PROTOCOL, raise_open_files_limit, uvicorn_options
 
 PROG = "python -m app"
 
@@ -107,24 +112,39 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+async def _check_storage(settings: Settings) -> None:
+    """Open the storage once and close it: a failure to start is then one line."""
+    storage = await open_storage(settings)
+    await storage.close()
+
+
 def _serve() -> int:
     settings = _settings()
     raise_open_files_limit()
     sock = _listen(settings.host, settings.port)
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(sock.close)
-        storage = open_storage(settings)
-        try:
-            app = create_app(settings, storage=storage)
-        except BaseException:
-            storage.close()
-            raise
+        asyncio.run(_check_storage(settings))
         cleanup.callback(configure_logging(settings.log_level))
         options = uvicorn_options(settings)
-        config = uvicorn.Config(app, **options, log_config=None, access_log=False)
-        server = uvicorn.Server(config)
         host, port = sock.getsockname()[:2]
-        logging.getLogger("app").info("listening on http://%s:%d", host, port)
+        log = logging.getLogger("app")
+        if settings.workers > 1:
+            # Each worker builds the app from the environment (app.main:app).
+            options["http"] = ENVIRONMENT_PROTOCOL
+            config = uvicorn.Config(
+                "app.main:app",
+                **options,
+                workers=settings.workers,
+                log_config=None,
+                access_log=False,
+            )
+            log.info("listening on http://%s:%d with %d workers", host, port, settings.workers)
+            Multiprocess(config, sockets=[sock]).run()
+            return 0
+        config = uvicorn.Config(create_app(settings), **options, log_config=None, access_log=False)
+        server = uvicorn.Server(config)
+        log.info("listening on http://%s:%d", host, port)
         # uvicorn raises the stop signal again once it has shut down, which would
         # end the process before the last log lines are written: note it instead.
         for stop in (signal.SIGINT, signal.SIGTERM):

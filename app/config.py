@@ -27,6 +27,46 @@ class Settings(BaseSettings):
         description="Directory holding the stored files and their index; created on start.",
     )
     host: str = Field(default="127.0.0.1", description="Interface the server listens on.")
+    blob_url: str | None = Field(
+        default=None,
+        pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?$",
+        description=(
+            "Where stored files live instead of the data directory: `s3://bucket/prefix` in "
+            "any S3-compatible store (endpoint, region and credentials from the AWS_* "
+            "variables and KASTORE_S3_ENDPOINT_URL)."
+        ),
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://\S+$",
+        description="The S3-compatible server's URL (MinIO, Ceph...); default: AWS's.",
+    )
+    index_url: str | None = Field(
+        default=None,
+        pattern=r"^postgres(ql)?://\S*$",
+        description=(
+            "The index in PostgreSQL instead of SQLite in the data directory: "
+            "`postgresql://user:password@host:5432/db`."
+        ),
+    )
+    index_pool_size: int = Field(
+        default=10, ge=1, description="Connections to PostgreSQL each process keeps at most."
+    )
+    gc_grace_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description=(
+            "Age after which what a crash left (staged uploads, unnamed files, leases) is "
+            "collected; longer than any upload takes."
+        ),
+    )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=512,
+        description="Server processes sharing the port and the storage (uvicorn's --workers).",
+    )
+
     port: int = Field(default=8000, ge=0, le=65535, description="Port the server listens on.")
     max_upload_bytes: int = Field(
         default=4 * GiB, gt=0, description="Largest file accepted by an upload (413 beyond)."

@@ -96,7 +96,7 @@ def query_int(query: Mapping[str, str], name: str, *, default: int, ge: int, le:
 
 async def get_record(storage: StorageDep, name: StoreName) -> StoreRecord:
     """The named store, or a 404 naming it."""
-    return storage.get(name)
+    return await storage.get(name)
 
 
 RecordDep = Annotated[StoreRecord, Depends(get_record)]
@@ -116,7 +116,7 @@ async def open_store(request: Request, name: str) -> Opened:
     requests/s of a trivial endpoint).
     """
     storage = storage_of(request)
-    record = storage.get(name)
+    record = await storage.get(name)
     return Opened(record, await storage.open(record))
 
 

@@ -24,6 +24,8 @@ __all__ = [
     "AnonymousWriteRefusedError",
     "BusyError",
     "CORSRefusedError",
+    "ContentBusyError",
+    "CorruptBodyError",
     "CrossOriginWriteError",
     "ErrorAnswer",
     "HeadersTooLargeError",
@@ -46,6 +48,7 @@ __all__ = [
     "StoreExistsError",
     "StoreNotFoundError",
     "UnhealthyError",
+    "UnsupportedEncodingError",
     "UnsupportedUploadError",
     "UploadTooLargeError",
     "all_errors",
@@ -329,6 +332,37 @@ class UnsupportedUploadError(ServiceError):
         return cls("the form has no 'file' field; send the file with curl -F file=@PATH")
 
 
+class CorruptBodyError(ServiceError):
+    status_code = 400
+    code = "corrupt_body"
+
+    def __init__(self, coding: str, reason: str) -> None:
+        super().__init__(
+            f"the body is not valid {coding} data (Content-Encoding: {coding}): {reason}; "
+            f"send it again, compressed whole (zstd -c FILE, gzip -c FILE), or uncompressed"
+        )
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls("zstd", "the data ends before the end of its last frame")
+
+
+class UnsupportedEncodingError(ServiceError):
+    status_code = 415
+    code = "unsupported_content_encoding"
+
+    def __init__(self, encoding: str, supported: Sequence[str]) -> None:
+        super().__init__(
+            f"the body's Content-Encoding {_shown(encoding)!r} is not supported; "
+            f"send it as {', '.join(supported)} or uncompressed",
+            headers={"accept-encoding": ", ".join(supported)},
+        )
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls("br", ["zstd", "gzip"])
+
+
 class UploadTooLargeError(ServiceError):
     status_code = 413
     code = "upload_too_large"
@@ -445,6 +479,20 @@ class BusyError(ServiceError):
     @classmethod
     def example(cls) -> Self:
         return cls(256)
+
+
+class ContentBusyError(ServiceError):
+    status_code = 503
+    code = "content_busy"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "a file with the same content is being removed by another request; retry in a moment"
+        )
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls()
 
 
 class UnhealthyError(ServiceError):

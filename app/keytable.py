@@ -11,11 +11,10 @@ of those arrays, and kept encoded.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-import mmap
 import operator
-import os
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import numpy as np
@@ -23,6 +22,9 @@ import numpy.typing as npt
 import orjson
 
 from kastore._format import DTYPES, HEADER, HEADER_SIZE, ITEM_DESCRIPTOR, ITEM_SIZES, MAGIC
+
+if TYPE_CHECKING:
+    from .storage.interfaces import BlobReader
 
 __all__ = ["PAGES_FLOOR", "OpenStore", "quote_key"]
 
@@ -68,14 +70,16 @@ class OpenStore:
     descriptor once, and sorts the keys if the file did not.
     """
 
-    def __init__(self, buffer: memoryview, sha256: str) -> None:
-        self.sha256 = sha256
-        self.size = buffer.nbytes
-        magic, _, _, n, file_size = HEADER.unpack_from(buffer)
+    def __init__(self, head: memoryview, reader: BlobReader) -> None:
+        """``head``: the file from its start to the end of its keys at least."""
+        self.sha256 = reader.sha256
+        self.size = reader.size
+        self.reader = reader
+        magic, _, _, n, file_size = HEADER.unpack_from(head)
         if magic != MAGIC or file_size != self.size:
-            raise ValueError(f"stored file {sha256} is damaged: its header does not match it")
-        self._buffer = buffer
-        descriptors = np.frombuffer(buffer, ITEM_DESCRIPTOR, n, HEADER_SIZE)
+            raise ValueError(f"stored file {self.sha256} is damaged: its header does not match it")
+        self._buffer = head
+        descriptors = np.frombuffer(head, ITEM_DESCRIPTOR, n, HEADER_SIZE)
         self.types: npt.NDArray[np.uint8] = descriptors["type"]
         self.array_starts: npt.NDArray[np.uint64] = descriptors["array_start"]
         self.array_lens: npt.NDArray[np.uint64] = descriptors["array_len"]
@@ -84,9 +88,9 @@ class OpenStore:
         nbytes = self.array_lens * ITEM_SIZES[self.types] if n else np.zeros(0, np.uint64)
         if n and (
             int((self.array_starts + nbytes).max()) > self.size
-            or int((self.key_starts + self.key_lens).max()) > self.size
+            or int((self.key_starts + self.key_lens).max()) > head.nbytes
         ):
-            raise ValueError(f"stored file {sha256} is damaged: an item lies outside it")
+            raise ValueError(f"stored file {self.sha256} is damaged: an item lies outside it")
         self.num_keys = int(n)
         #: Positions of the keys in sorted order, or None when the file has them sorted.
         self.order: npt.NDArray[np.int64] | None = self._sort_order()
@@ -98,14 +102,50 @@ class OpenStore:
         self.page_bytes = 0
 
     @classmethod
-    def load(cls, path: Path, sha256: str) -> OpenStore:
-        """Map and read the stored file at ``path`` (blocking: call it in a worker thread)."""
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-        finally:
-            os.close(fd)  # the map holds the file by itself
-        return cls(memoryview(mapped), sha256)
+    async def open(cls, reader: BlobReader) -> OpenStore:
+        """Read a stored file's header, descriptors and keys.
+
+        A mapped file is read in place (in a worker thread: sorting keys may
+        take a while); otherwise in three ranged reads: the header, the
+        descriptors, then the keys.
+        """
+        mapped = reader.buffer()
+        if mapped is not None:
+            return await asyncio.to_thread(cls, mapped, reader)
+        header = bytes(await reader.read(0, HEADER_SIZE))
+        if len(header) < HEADER_SIZE:
+            raise ValueError(f"stored file {reader.sha256} is damaged: it has no header")
+        n = HEADER.unpack_from(header)[3]
+        end = HEADER_SIZE + n * ITEM_DESCRIPTOR.itemsize
+        descriptors = bytes(await reader.read(HEADER_SIZE, end)) if n else b""
+        keys_end = end
+        if n:
+            table = np.frombuffer(descriptors, ITEM_DESCRIPTOR, n)
+            keys_end = max(end, int((table["key_start"] + table["key_len"]).max()))
+        keys = bytes(await reader.read(end, keys_end)) if keys_end > end else b""
+        head = memoryview(header + descriptors + keys)
+        return await asyncio.to_thread(cls, head, reader)
+
+    def span(self, i: int) -> tuple[int, int]:
+        """Where the array at position ``i`` lies in the file: its start and end offsets."""
+        start = int(self.array_starts[i])
+        return start, start + int(self.array_lens[i]) * int(ITEM_SIZES[int(self.types[i])])
+
+    def dtype(self, i: int) -> np.dtype[Any]:
+        return DTYPES[int(self.types[i])]
+
+    def length(self, i: int) -> int:
+        return int(self.array_lens[i])
+
+    async def fetch(self, i: int, first: int = 0, end: int | None = None) -> np.ndarray:
+        """Elements ``[first, end)`` of the array at ``i``: a view of the map, or read now."""
+        if self.reader.buffer() is not None:
+            return self.array(i)[first:end]
+        dtype = self.dtype(i)
+        start = self.span(i)[0]
+        end = self.length(i) if end is None else end
+        data = await self.reader.read(start + first * dtype.itemsize, start + end * dtype.itemsize)
+        return np.frombuffer(data, dtype)
 
     @property
     def cost(self) -> int:
@@ -186,9 +226,12 @@ class OpenStore:
         return None
 
     def array(self, i: int) -> np.ndarray:
-        """The array at position ``i``: a read-only view of the mapped file."""
+        """The array at position ``i``: a read-only view of the mapped file (mapped files only)."""
+        mapped = self.reader.buffer()
+        if mapped is None:
+            raise RuntimeError("the stored file is not mapped: use fetch()")
         return np.frombuffer(
-            self._buffer,
+            mapped,
             dtype=DTYPES[int(self.types[i])],
             count=int(self.array_lens[i]),
             offset=int(self.array_starts[i]),

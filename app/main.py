@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import contextlib
 import logging
 import os
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi_offline import FastAPIOffline
@@ -26,11 +31,17 @@ from .security import (
     describe_access,
     document_security,
 )
-from .storage import DataDirInUseError, Storage
+from .storage import Storage
+from .storage.interfaces import BlobStore, Index
+from .storage.local_blobs import LocalBlobs
+from .storage.sqlite_index import SqliteIndex
 
 __all__ = ["StartupError", "create_app", "open_storage"]
 
 logger = logging.getLogger("app")
+
+#: Seconds between two garbage collections (at most; less with a shorter grace period).
+_GC_EVERY = 600.0
 
 #: Headers a page of another origin may send, and those it may read (KASTORE_CORS_ORIGINS).
 CORS_ALLOW_HEADERS = [
@@ -79,22 +90,16 @@ class StartupError(Exception):
     """The server cannot start; the message says why and what to do, in one line."""
 
 
-def open_storage(settings: Settings) -> Storage:
-    """The storage of ``settings.data_dir``, opened for this process.
+async def open_storage(settings: Settings) -> Storage:
+    """The storage ``settings`` name, opened for this process.
 
     Raises:
-        StartupError: the directory is in use, cannot be written, or its index is unreadable.
+        StartupError: the data directory cannot be written, or a backend cannot be
+            reached or read; the message says which and what to do.
     """
     data_dir = settings.data_dir
     try:
-        return Storage(
-            data_dir,
-            open_stores=settings.open_stores,
-            cache_bytes=settings.cache_bytes,
-            fsync=settings.fsync,
-        )
-    except DataDirInUseError as err:
-        raise StartupError(str(err)) from None
+        return await _open_backends(settings)
     except PermissionError as err:
         uid = os.getuid()
         raise StartupError(
@@ -113,6 +118,56 @@ def open_storage(settings: Settings) -> Storage:
             f"cannot read the index {data_dir / 'index.sqlite3'}: {err}; restore it from a "
             "backup, or move the data directory away and start afresh"
         ) from None
+    except RuntimeError as err:  # a remote backend that cannot be reached
+        raise StartupError(str(err)) from None
+
+
+async def _open_backends(settings: Settings) -> Storage:
+    data_dir = settings.data_dir
+    blobs: BlobStore
+    index: Index
+    if settings.blob_url is None:
+        await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
+        local = await LocalBlobs.create(data_dir, fsync=settings.fsync)
+        blobs, make_room = local, local.free_reserve
+    else:
+        from .storage.s3_blobs import S3Blobs
+
+        blobs, make_room = (
+            await S3Blobs.create(settings.blob_url, endpoint_url=settings.s3_endpoint_url),
+            None,
+        )
+    try:
+        if settings.index_url is None:
+            await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
+            index = await SqliteIndex.open(data_dir / "index.sqlite3", make_room=make_room)
+        else:
+            from .storage.postgres_index import PostgresIndex
+
+            index = await PostgresIndex.open(settings.index_url, max_size=settings.index_pool_size)
+    except BaseException:
+        await blobs.close()
+        raise
+    return Storage(
+        blobs,
+        index,
+        open_stores=settings.open_stores,
+        cache_bytes=settings.cache_bytes,
+        grace=timedelta(seconds=settings.gc_grace_seconds),
+    )
+
+
+async def _collect_garbage(storage: Storage, every: float) -> None:
+    """Collect what crashes left, at start and then every ``every`` seconds."""
+    while True:
+        try:
+            collected = await storage.collect_garbage()
+        except Exception:
+            logger.exception("garbage collection failed; trying again later")
+        else:
+            if collected:
+                logger.info("collected %d things left by interrupted writes", collected)
+        await asyncio.sleep(every)
 
 
 def _error_codes() -> str:
@@ -144,14 +199,20 @@ def create_app(settings: Settings | None = None, *, storage: Storage | None = No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        opened = storage or open_storage(settings)
+        opened = storage or await open_storage(settings)
         app.state.storage = opened
         logger.log(*describe_access(settings, keys))
+        collector = asyncio.create_task(
+            _collect_garbage(opened, min(_GC_EVERY, settings.gc_grace_seconds))
+        )
         try:
             yield
         finally:
+            collector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await collector
             del app.state.storage
-            opened.close()
+            await opened.close()
 
     app = FastAPIOffline(
         title="kastore-service",
@@ -199,3 +260,16 @@ def create_app(settings: Settings | None = None, *, storage: Storage | None = No
         )
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, routes=all_routes)
     return app
+
+
+def __getattr__(name: str) -> Any:
+    """``app.main:app`` for process managers (uvicorn, gunicorn): built from the
+    environment on first use, so importing this module builds nothing."""
+    if name == "app":
+        from .observability import configure_logging
+
+        settings = get_settings()
+        atexit.register(configure_logging(settings.log_level))
+        built = globals()["app"] = create_app(settings)
+        return built
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,7 +18,6 @@ cache's hits and misses are read from the storage when ``/metrics`` is asked.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
@@ -232,7 +231,8 @@ class Metrics(Collector):
         if storage is None:
             self._storage.stored = None
         else:
-            stores, keys, size = await asyncio.to_thread(storage.totals)
+            totals = await storage.totals()
+            stores, keys, size = totals.stores, totals.keys, totals.bytes
             self._storage.stored = _Stored(
                 stores, keys, size, storage.cache_hits, storage.cache_misses
             )

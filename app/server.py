@@ -34,6 +34,7 @@ from .config import Settings
 from .errors import BusyError, HeadersTooLargeError, RequestTimeoutError, ServiceError, error_body
 
 __all__ = [
+    "ENVIRONMENT_PROTOCOL",
     "connection_limit",
     "guarded_protocol",
     "raise_open_files_limit",
@@ -245,3 +246,20 @@ def guarded_protocol(
             self.transport.close()
 
     return GuardedProtocol
+
+
+#: The guarded protocol for the environment's settings, as an import string for
+#: uvicorn's worker processes (a class made by ``guarded_protocol`` cannot be
+#: sent to them; each makes its own from this name).
+ENVIRONMENT_PROTOCOL = "app.server:EnvironmentProtocol"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "EnvironmentProtocol":
+        from .config import get_settings
+
+        settings = get_settings()
+        made = guarded_protocol(settings, max_connections=connection_limit(settings))
+        globals()[name] = made
+        return made
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

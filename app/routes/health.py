@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from fastapi import APIRouter
@@ -35,22 +34,20 @@ async def healthz(storage: StorageDep, settings: SettingsDep) -> Health:
     curl http://localhost:8000/healthz
     ```
     """
-    writable, free = await asyncio.to_thread(storage.disk_state)
-    if not writable or not storage.index_readable():
+    writable, free = await storage.health()
+    if not writable:
         # Where the data lives is the operator's business, not every client's.
         logger.error(
-            "unhealthy: the data directory %s cannot be written or its index read",
-            storage.data_dir.resolve(),
+            "unhealthy: files cannot be written or the index read (%s)", storage.describe()
         )
         raise UnhealthyError(
             "the data directory cannot be written or its index read; check that it exists, "
             "is writable and has free space (the server's log names it)"
         )
-    if free < settings.min_free_bytes:
+    if free is not None and free < settings.min_free_bytes:
         logger.error(
-            "unhealthy: the data directory %s has %d bytes free, less than "
-            "KASTORE_MIN_FREE_BYTES (%d)",
-            storage.data_dir.resolve(),
+            "unhealthy: %s: %d bytes free, less than KASTORE_MIN_FREE_BYTES (%d)",
+            storage.describe(),
             free,
             settings.min_free_bytes,
         )

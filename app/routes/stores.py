@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import PurePosixPath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
@@ -10,6 +12,7 @@ from ..conditional import raw_answer
 from ..deps import MAX_QUERY_INT, RecordDep, SettingsDep, StorageDep, store_url
 from ..encoders import attachment
 from ..errors import (
+    CorruptBodyError,
     CrossOriginWriteError,
     InvalidRequestError,
     InvalidStoreFileError,
@@ -18,6 +21,7 @@ from ..errors import (
     RangeNotSatisfiableError,
     StoreExistsError,
     StoreNotFoundError,
+    UnsupportedEncodingError,
     UnsupportedUploadError,
     UploadTooLargeError,
     documented,
@@ -25,6 +29,7 @@ from ..errors import (
 from ..models import StoreInfo, StoreList
 from ..security import check_origin
 from ..storage import NAME_PATTERN, StoreRecord, check_name
+from ..storage.interfaces import DEFAULT_SUFFIX
 from ..uploads import FILE_FIELD, MultipartUpload, check_declared_size, is_multipart, raw_body
 from . import answer_head
 
@@ -40,6 +45,8 @@ _UPLOAD_ERRORS = (
     UnsupportedUploadError,
     InvalidStoreFileError,
     InvalidStoreNameError,
+    CorruptBodyError,
+    UnsupportedEncodingError,
 )
 
 _BINARY: dict[str, Any] = {
@@ -73,16 +80,24 @@ def _form(*, with_name: bool) -> dict[str, Any]:
     }
 
 
+#: How a body may be compressed, as the API documents it.
+_CODINGS = (
+    "The body may be sent compressed, with `Content-Encoding: zstd` or `gzip` "
+    "(`curl -T sim.trees.zst -H 'Content-Encoding: zstd' http://localhost:8000/stores/sim`); "
+    "the size limit counts the decompressed bytes."
+)
 #: Declared by hand: the handlers stream the body instead of letting FastAPI parse it.
 _POST_BODY = {
     "requestBody": {
         "required": True,
+        "description": _CODINGS,
         "content": {"multipart/form-data": {"schema": _form(with_name=True)}},
     }
 }
 _PUT_BODY = {
     "requestBody": {
         "required": True,
+        "description": _CODINGS,
         "content": {
             "application/octet-stream": {"schema": _BINARY},
             "multipart/form-data": {"schema": _form(with_name=False)},
@@ -150,8 +165,28 @@ async def upload_store(
     )
     async with storage.receive(form.pieces(), max_bytes=settings.max_upload_bytes) as upload:
         name = form.fields["name"] if "name" in form.fields else _name_from_file(form.stem)
-        record, _ = await storage.publish(name, upload, replace=False)
+        suffix = file_suffix(form.filename)
+        record, _ = await storage.publish(name, upload, replace=False, suffix=suffix)
     return _created(request, response, record)
+
+
+def file_suffix(filename: str | None) -> str:
+    """The extension a downloaded file gets: the uploaded file's (``.trees``), else ``.kas``.
+
+    Kept only when it is short and plain (a dot, then up to 16 letters or digits).
+    """
+    if filename:
+        suffix = PurePosixPath(filename.replace("\\", "/")).suffix
+        if re.fullmatch(r"\.[A-Za-z0-9]{1,16}", suffix):
+            return suffix
+    return DEFAULT_SUFFIX
+
+
+def download_name(record: StoreRecord) -> str:
+    """The whole file's name: the store's, with the uploaded extension unless it has it."""
+    if record.name.endswith(record.suffix):
+        return record.name
+    return record.name + record.suffix
 
 
 def _name_from_file(stem: str | None) -> str:
@@ -192,15 +227,18 @@ async def put_store(
     """
     check_name(name)  # before a byte of the body is read
     check_declared_size(request, settings.max_upload_bytes)
-    body = (
-        MultipartUpload(
+    form = None
+    if is_multipart(request):
+        form = MultipartUpload(
             request, max_bytes=settings.max_upload_bytes, timeout=settings.body_timeout
-        ).pieces()
-        if is_multipart(request)
-        else raw_body(request, timeout=settings.body_timeout)
-    )
+        )
+        body = form.pieces()
+    else:
+        body = raw_body(request, timeout=settings.body_timeout)
     async with storage.receive(body, max_bytes=settings.max_upload_bytes) as upload:
-        record, created = await storage.publish(name, upload, replace=True)
+        # A raw body has no file name: the store's own name may carry the extension.
+        suffix = file_suffix(form.filename if form is not None else name)
+        record, created = await storage.publish(name, upload, replace=True, suffix=suffix)
     if not created:
         response.status_code = status.HTTP_200_OK
     return _created(request, response, record)
@@ -285,11 +323,13 @@ async def download_file(
     """
     headers = {
         "etag": f'"{record.sha256}"',
-        "content-disposition": attachment(f"{record.name}.kas"),
+        "content-disposition": attachment(download_name(record)),
     }
+    reader = await storage.reader(record)
+    mapped = reader.buffer()
     return raw_answer(
         request.headers,
-        storage.map_file(record),
+        mapped if mapped is not None else memoryview(await reader.read(0, reader.size)),
         headers=headers,
         compress_min_bytes=settings.compress_min_bytes,
     )

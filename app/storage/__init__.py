@@ -1,37 +1,39 @@
-"""Where stores live: save (streamed, hashed, validated), open, list, delete.
+"""Where stores live: receive (streamed, hashed, validated), publish, open, list, delete.
 
-A store is a name in the index pointing at an immutable blob. Saving writes
-the upload to a temporary file, validates it with the codec, moves it into
-place and only then points the name at it. Parsed files are kept open in a
-cache keyed by content (sha256), bounded in bytes, so listing keys or serving
-an array reads no file per request; parsing and removing files run in worker
-threads, never on the event loop.
+A store is a name in the index pointing at an immutable blob named by its
+sha256. The blob store and the index are interfaces (``interfaces``), each
+with two backends: a local folder and SQLite (the default, for one machine),
+or an S3-compatible bucket and PostgreSQL (for replicas). Every process is
+stateless beyond its caches, which are keyed by content: names are looked up
+in the index on every request, so a write in one process is seen at once by
+all the others.
 
-A full disk loses nothing and blocks nothing: an upload that cannot be
-written, or whose name cannot be recorded, answers 507 and leaves no file
-behind; and a small reserve file is given up when the index needs room to
-delete a store, so space can always be freed through the API.
+Saving stages the upload under a temporary name while hashing it, validates
+it with the codec, leases its sha256 in the index, commits the blob, then
+points the name at it and ends the lease in one transaction. The index dooms
+a blob in the transaction that takes its last name or lease away; it is then
+removed. Whatever a crash leaves is collected later by any process
+(``collect_garbage``), once older than the grace period.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import fcntl
-import mmap
-import os
+import io
+import logging
 import re
-import sqlite3
+import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 import kastore
 
 from ..errors import (
-    InsufficientStorageError,
+    ContentBusyError,
     InvalidStoreFileError,
     InvalidStoreNameError,
     StoreExistsError,
@@ -39,38 +41,28 @@ from ..errors import (
     UploadTooLargeError,
 )
 from ..keytable import OpenStore
-from .local_blobs import BlobDir, TempBlob
-from .sqlite_index import Index, StoreRecord
+from .interfaces import DEFAULT_SUFFIX, BlobReader, BlobStore, Index, Staged, StoreRecord, Totals
 
 __all__ = [
     "NAME_PATTERN",
-    "DataDirInUseError",
     "OpenStore",
     "Storage",
     "StoreRecord",
+    "Totals",
     "Upload",
     "check_name",
 ]
+
+logger = logging.getLogger("app.storage")
 
 #: Store names: letters, digits, ``.``, ``_`` and ``-``, starting with a
 #: letter or digit, at most 128 characters. Safe in paths and URLs as they are.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _NAME = re.compile(NAME_PATTERN)
+#: How long an upload waits for the removal of a blob with its content.
+_DOOMED_WAIT = 30.0
 
-_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
-
-
-def _disk_full(err: BaseException) -> bool:
-    """Whether ``err`` says the disk (or the quota) has no room left."""
-    if isinstance(err, OSError):
-        return err.errno in _DISK_FULL_ERRNOS
-    if isinstance(err, sqlite3.Error):
-        return getattr(err, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
-    return False
-
-
-class DataDirInUseError(RuntimeError):
-    """Another process serves the same data directory."""
+_T = TypeVar("_T")
 
 
 def check_name(name: str) -> str:
@@ -87,77 +79,74 @@ def check_name(name: str) -> str:
 class Upload:
     """A received, validated upload waiting to be published under a name."""
 
-    temp: TempBlob
+    staged: Staged
     num_keys: int
 
 
+async def _shielded(work: Awaitable[_T]) -> _T:
+    """Await ``work`` to its end even if the caller is cancelled meanwhile."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise
+
+
 class Storage:
-    """The stores of one data directory."""
+    """The stores of one blob store and index."""
 
     def __init__(
         self,
-        data_dir: Path,
+        blobs: BlobStore,
+        index: Index,
         *,
         open_stores: int = 128,
         cache_bytes: int = 256 << 20,
-        fsync: bool = True,
+        grace: timedelta = timedelta(hours=1),
     ) -> None:
-        self.data_dir = data_dir
-        self._blobs = BlobDir(data_dir)
+        self.blobs = blobs
+        self.index = index
+        self.grace = grace
         self._open_limit = open_stores
         self._cache_limit = cache_bytes
-        self._fsync = fsync
         self._open: OrderedDict[str, OpenStore] = OrderedDict()
         self._cached_bytes = 0
         self._opening: dict[str, asyncio.Future[OpenStore]] = {}
         #: Lookups of parsed files answered from the cache, and those that parsed one.
         self.cache_hits = 0
         self.cache_misses = 0
-        # Publishing and removing blobs must not interleave with index changes.
-        self._lock = asyncio.Lock()
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self._owner = _claim(data_dir)
-        self._blobs.prepare()
-        self._index = Index(data_dir / "index.sqlite3")
-        self._collect_garbage()
-        self._blobs.keep_reserve()
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self._open.clear()
         self._cached_bytes = 0
-        self._index.close()
-        os.close(self._owner)
+        await self.index.close()
+        await self.blobs.close()
 
-    def _collect_garbage(self) -> None:
-        """Remove blobs no name points at (left by a crash between two steps)."""
-        for sha256 in set(self._blobs.all()) - self._index.blobs():
-            self._blobs.remove(sha256)
+    def describe(self) -> str:
+        return f"blobs in {self.blobs.describe()}, index in {self.index.describe()}"
 
     # Reading
 
-    def get(self, name: str) -> StoreRecord:
-        record = self._index.get(name)
+    async def get(self, name: str) -> StoreRecord:
+        record = await self.index.get(name)
         if record is None:
             raise StoreNotFoundError(name)
         return record
 
     async def page(self, *, offset: int, limit: int) -> tuple[list[StoreRecord], int]:
         """Records sorted by name, ``limit`` from ``offset``, and how many there are."""
-        total = self._index.count()
+        total = await self.index.count()
         if offset >= total:
             return [], total
-        records = await asyncio.to_thread(self._index.page, offset=offset, limit=limit)
-        return records, total
+        return await self.index.page(offset=offset, limit=limit), total
 
-    def totals(self) -> tuple[int, int, int]:
-        """How many stores there are, their keys and their bytes, all added up.
-
-        Safe to call from a worker thread (the index reads it on its own connection).
-        """
-        return self._index.totals()
+    async def totals(self) -> Totals:
+        """How many stores there are, their keys and their bytes, all added up."""
+        return await self.index.totals()
 
     async def open(self, record: StoreRecord) -> OpenStore:
-        """The parsed file of a store, from the cache or parsed now in a worker thread.
+        """The parsed file of a store, from the cache or parsed now.
 
         Requests for a file being parsed wait for that one parse.
         """
@@ -170,14 +159,16 @@ class Storage:
         self.cache_misses += 1
         pending = self._opening.get(sha256)
         if pending is None:
-            path = self._blobs.path(sha256)
-            pending = asyncio.ensure_future(asyncio.to_thread(OpenStore.load, path, sha256))
+            pending = asyncio.ensure_future(self._parse(sha256))
             self._opening[sha256] = pending
             pending.add_done_callback(self._parsed)
         try:
             return await asyncio.shield(pending)
         except FileNotFoundError:  # deleted since the record was read
             raise StoreNotFoundError(record.name) from None
+
+    async def _parse(self, sha256: str) -> OpenStore:
+        return await OpenStore.open(await self.blobs.open(sha256))
 
     def _parsed(self, done: asyncio.Future[OpenStore]) -> None:
         if done.cancelled() or done.exception() is not None:
@@ -189,6 +180,16 @@ class Storage:
             self._open[opened.sha256] = opened
             self._cached_bytes += opened.cost
             self._evict()
+
+    async def reader(self, record: StoreRecord) -> BlobReader:
+        """The bytes of a store's whole file."""
+        opened = self._open.get(record.sha256)
+        if opened is not None:
+            return opened.reader
+        try:
+            return await self.blobs.open(record.sha256)
+        except FileNotFoundError:
+            raise StoreNotFoundError(record.name) from None
 
     async def key_page(self, opened: OpenStore, *, offset: int, limit: int) -> list[bytes]:
         """A page of the key listing (see ``OpenStore.build_page``), built once."""
@@ -217,204 +218,178 @@ class Storage:
         """What the parsed stores in the cache hold, in bytes."""
         return self._cached_bytes
 
-    def map_file(self, record: StoreRecord) -> memoryview:
-        """The store's whole file, memory-mapped read-only."""
-        try:
-            fd = os.open(self._blobs.path(record.sha256), os.O_RDONLY)
-        except FileNotFoundError:  # deleted since the record was read
-            raise StoreNotFoundError(record.name) from None
-        try:
-            return memoryview(mmap.mmap(fd, 0, access=mmap.ACCESS_READ))
-        finally:
-            os.close(fd)  # the map holds the file by itself
-
-    def index_readable(self) -> bool:
-        return self._index.readable()
-
-    def disk_state(self) -> tuple[bool, int]:
-        """Whether a file can be created in the data directory, and its free bytes.
-
-        Blocking: call it in a worker thread.
-        """
-        try:
-            self._blobs.create_temp().discard()
-            writable = True
-        except OSError:
-            writable = False
-        try:
-            stats = os.statvfs(self.data_dir)
-        except OSError:
-            return False, 0
-        return writable, stats.f_bavail * stats.f_frsize
+    async def health(self) -> tuple[bool, int | None]:
+        """Whether blobs can be written and the index read, and the free bytes if known."""
+        writable, free = await self.blobs.health()
+        return writable and await self.index.readable(), free
 
     # Writing
 
     @contextlib.asynccontextmanager
     async def receive(self, body: AsyncIterable[bytes], *, max_bytes: int) -> AsyncIterator[Upload]:
-        """Stream ``body`` to a temporary file, hashing and then validating it.
+        """Stage ``body`` under a temporary name, hashing and then validating it.
 
-        The file is deleted when the context ends unless ``publish`` took it.
+        What is staged is removed when the context ends unless ``publish`` took it.
 
         Raises:
             UploadTooLargeError: more than ``max_bytes`` arrived.
             InvalidStoreFileError: the body is not a valid kastore file.
-            InsufficientStorageError: the disk is full.
+            InsufficientStorageError: no room.
         """
         try:
-            temp = self._blobs.create_temp()
-        except OSError as err:
-            raise _disk_error(err) from None
+            staged = await self.blobs.stage(body, limit=max_bytes)
+        except OverflowError:
+            raise UploadTooLargeError(max_bytes) from None
         try:
-            try:
-                await temp.write_all(body, limit=max_bytes)
-                num_keys = await asyncio.to_thread(_validate, temp.path)
-                if self._fsync:
-                    await temp.sync()
-            except OverflowError:
-                raise UploadTooLargeError(max_bytes) from None
-            except OSError as err:
-                raise _disk_error(err) from None
-            temp.close()
-            yield Upload(temp, num_keys)
+            num_keys = await _validate(staged.reader())
+            yield Upload(staged, num_keys)
         finally:
-            # A large file takes a while to unlink: a worker thread does it.
-            removal = asyncio.ensure_future(asyncio.to_thread(temp.discard))
-            try:
-                await asyncio.shield(removal)
-            except asyncio.CancelledError:
-                # Cancelled again, as at shutdown: finish here, or the file
-                # could outlive the process.
-                temp.discard()
-                raise
+            await _shielded(self.blobs.discard(staged))
 
     async def publish(
-        self, name: str, upload: Upload, *, replace: bool
+        self, name: str, upload: Upload, *, replace: bool, suffix: str = DEFAULT_SUFFIX
     ) -> tuple[StoreRecord, bool]:
         """Point ``name`` at a received upload; return the record and whether the name is new.
 
         Raises:
             InvalidStoreNameError, StoreExistsError (when not ``replace``),
-            InsufficientStorageError (nothing is kept).
+            InsufficientStorageError (nothing is kept), ContentBusyError.
         """
         check_name(name)
-        temp = upload.temp
-        doomed: list[Path] = []
+        staged = upload.staged
+        token = uuid.uuid4().hex
+        await self._lease(staged.sha256, token)
+        record = StoreRecord(
+            name, staged.sha256, staged.size, upload.num_keys, datetime.now(UTC), suffix
+        )
         try:
-            async with self._lock:
-                try:
-                    self._blobs.publish(temp)
-                except OSError as err:
-                    raise _disk_error(err) from None
-                # The index decides, in one transaction, whether the name is free.
-                try:
-                    new, old = await asyncio.to_thread(
-                        self._index.put,
-                        name,
-                        temp.sha256,
-                        temp.size,
-                        upload.num_keys,
-                        replace=replace,
-                    )
-                except sqlite3.Error as err:
-                    doomed += self._unpublish(temp.sha256)
-                    if _disk_full(err):
-                        raise InsufficientStorageError() from None
-                    raise
-                if new is None:
-                    doomed += self._unpublish(temp.sha256)
-                    raise StoreExistsError(name)
-                self._index.settle(name, new, existed=old is not None)
-                if old is not None and old.sha256 != new.sha256:
-                    doomed += self._unpublish(old.sha256)
-                return new, old is None
-        finally:
-            await self._remove(doomed)
+            await self.blobs.commit(staged)
+            result = await _shielded(self.index.put(record, token=token, replace=replace))
+        except BaseException:
+            doomed = await _shielded(self.index.release(token))
+            if doomed is not None:
+                await self._remove(doomed)
+            raise
+        if result.doomed is not None:
+            await self._remove(result.doomed)
+        if result.new is None:
+            raise StoreExistsError(name)
+        return result.new, result.old is None
+
+    async def _lease(self, sha256: str, token: str) -> None:
+        """Lease ``sha256``, waiting while a removal of the same content finishes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _DOOMED_WAIT
+        delay = 0.01
+        while True:
+            expires = datetime.now(UTC) + self.grace
+            if await self.index.lease(sha256, token, expires=expires):
+                return
+            # A remover that died leaves its row: finish its work once it is old.
+            stale = await self.index.doomed(older_than=datetime.now(UTC) - self.grace)
+            if sha256 in stale:
+                await self._remove(sha256)
+                continue
+            if loop.time() > deadline:
+                raise ContentBusyError()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
     async def delete(self, name: str) -> None:
-        """Remove a store; its file goes once no other name points at it.
-
-        Works on a full disk: the reserve gives the index the room it needs.
-        """
-        doomed: list[Path] = []
-        try:
-            async with self._lock:
-                old = await asyncio.to_thread(self._delete_from_index, name)
-                self._index.settle(name, None, existed=old is not None)
-                if old is None:
-                    raise StoreNotFoundError(name)
-                doomed += self._unpublish(old.sha256)
-        finally:
+        """Remove a store; its blob goes once no other name or upload points at it."""
+        old, doomed = await _shielded(self.index.delete(name))
+        if doomed is not None:
             await self._remove(doomed)
+        if old is None:
+            raise StoreNotFoundError(name)
 
-    def _delete_from_index(self, name: str) -> StoreRecord | None:
-        """Delete ``name`` from the index, with the reserve's room if the disk is full.
-
-        Blocking: call it in a worker thread.
-        """
-        try:
-            return self._index.delete(name)
-        except sqlite3.Error as err:
-            if not _disk_full(err):
-                raise
-        self._blobs.free_reserve()
-        try:
-            return self._index.delete(name)
-        except sqlite3.Error as err:
-            if _disk_full(err):
-                raise InsufficientStorageError() from None
-            raise
-
-    def _unpublish(self, sha256: str) -> list[Path]:
-        """Take a blob out of ``blobs/`` once no name points at it; return where it went.
-
-        Moving it is quick and keeps the index and ``blobs/`` in step under
-        the lock; unlinking it, which can take long for a large file, is left
-        to ``_remove``. Downloads in flight keep their bytes until they end.
-        """
-        if self._index.references(sha256):
-            return []
+    async def _remove(self, sha256: str) -> None:
+        """Remove a doomed blob, then its row in the index."""
         opened = self._open.pop(sha256, None)
         if opened is not None:
             self._cached_bytes -= opened.cost
-        moved = self._blobs.retire(sha256)
-        return [] if moved is None else [moved]
 
-    async def _remove(self, paths: Iterable[Path]) -> None:
-        """Unlink retired blobs in a worker thread, then take back the reserve."""
-        paths = list(paths)
+        async def remove() -> None:
+            await self.blobs.remove(sha256)
+            await self.index.forget(sha256)
 
-        def remove() -> None:
-            for path in paths:
-                path.unlink(missing_ok=True)
-            self._blobs.keep_reserve()
+        await _shielded(remove())
 
-        if paths or not self._blobs.has_reserve():
-            await asyncio.shield(asyncio.to_thread(remove))
+    async def collect_garbage(self) -> int:
+        """Remove what crashes left, once older than the grace period; how many things.
+
+        Expired leases, removals that did not finish, blobs no name points at,
+        and staged uploads. Safe to run in any number of processes at once.
+        """
+        now = datetime.now(UTC)
+        before = now - self.grace
+        doomed = set(await self.index.expire_leases(now=now))
+        doomed.update(await self.index.doomed(older_than=before))
+        referenced = await self.index.referenced()
+        orphans = [sha async for sha, written in self.blobs.list() if written < before]
+        orphans = [sha for sha in orphans if sha not in referenced and sha not in doomed]
+        if orphans:
+            doomed.update(await self.index.doom_orphans(orphans))
+        for sha256 in sorted(doomed):
+            await self._remove(sha256)
+        temporaries = await self.blobs.collect_temporaries(before)
+        return len(doomed) + temporaries
 
 
-def _disk_error(err: OSError) -> Exception:
-    """The error to answer for a failed write: 507 for a full disk, else the error itself."""
-    return InsufficientStorageError() if _disk_full(err) else err
+class _RangedFile(io.RawIOBase):
+    """A blob as a seekable file object, read by ranges (from a worker thread).
+
+    The codec reads such a file lazily: validating a file reads its header,
+    descriptors and keys, never its arrays.
+    """
+
+    def __init__(self, reader: BlobReader, loop: asyncio.AbstractEventLoop) -> None:
+        self._reader = reader
+        self._loop = loop
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._reader.size}
+        self._position = max(0, base[whence] + offset)
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        stop = min(self._reader.size, self._position + len(buffer))
+        if stop <= self._position:
+            return 0
+        future = asyncio.run_coroutine_threadsafe(
+            self._reader.read(self._position, stop), self._loop
+        )
+        data = future.result()
+        size = len(data)
+        memoryview(buffer)[:size] = data
+        self._position += size
+        return size
 
 
-def _claim(data_dir: Path) -> int:
-    """Lock the data directory for this process: its caches assume no other writer."""
-    fd = os.open(data_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+async def _validate(reader: BlobReader) -> int:
+    """Check the whole structure of a staged file; return its number of keys."""
+    mapped = reader.buffer()
+    if mapped is not None:
+        return await asyncio.to_thread(_count_keys, lambda: kastore.loads(mapped))
+    if reader.size == 0:
+        return _count_keys(lambda: kastore.loads(b""))
+    ranged = _RangedFile(reader, asyncio.get_running_loop())
+    return await asyncio.to_thread(_count_keys, lambda: kastore.load(ranged))
+
+
+def _count_keys(load: Callable[[], kastore.Store]) -> int:
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise DataDirInUseError(
-            f"the data directory {data_dir} is in use by another kastore-service process; "
-            "stop it, or give this one another KASTORE_DATA_DIR"
-        ) from None
-    return fd
-
-
-def _validate(path: Path) -> int:
-    """Check the whole structure of a stored file; return its number of keys."""
-    try:
-        with kastore.load(path) as store:
+        with load() as store:
             return len(store)
     except EOFError:
         raise InvalidStoreFileError("the upload is empty: send a kastore file") from None

@@ -1,19 +1,27 @@
-"""The index: which store name points at which blob, in SQLite.
+"""The index in SQLite, in the data directory: for one machine, any number of processes.
 
-One small table; every change is one transaction, so a crash leaves the
-index as it was before or after it, never between.
+Every change is one ``BEGIN IMMEDIATE`` transaction, which SQLite runs one at
+a time across every process using the file, so the rules of ``interfaces``
+(leases, doomed blobs) hold without further locks. WAL lets reads go on
+while a write is under way. Reads of one name are quick and run on the
+calling thread; everything else runs in a worker thread, each thread
+reading through a connection of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
-from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
-__all__ = ["Index", "StoreRecord"]
+from ..errors import InsufficientStorageError
+from .interfaces import PutResult, StoreRecord, Totals
+
+__all__ = ["SqliteIndex", "disk_full"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS stores (
@@ -24,169 +32,288 @@ CREATE TABLE IF NOT EXISTS stores (
     created  TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS stores_sha256 ON stores (sha256);
+CREATE TABLE IF NOT EXISTS leases (
+    token   TEXT PRIMARY KEY,
+    sha256  TEXT NOT NULL,
+    expires TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS leases_sha256 ON leases (sha256);
+CREATE TABLE IF NOT EXISTS doomed (
+    sha256 TEXT PRIMARY KEY,
+    since  TEXT NOT NULL
+) WITHOUT ROWID;
 """
-_COLUMNS = "name, sha256, size, num_keys, created"
+_COLUMNS = "name, sha256, size, num_keys, created, suffix"
+#: How long a write waits for another process's write to finish.
+_BUSY_TIMEOUT_MS = 30_000
+
+_T = TypeVar("_T")
 
 
-@dataclass(frozen=True, slots=True)
-class StoreRecord:
-    """A named store: the blob it points at and what is known about it."""
-
-    name: str
-    sha256: str
-    size: int
-    num_keys: int
-    created: datetime
-
-    @classmethod
-    def _from_row(cls, row: tuple[str, str, int, int, str]) -> StoreRecord:
-        name, sha256, size, num_keys, created = row
-        return cls(name, sha256, size, num_keys, datetime.fromisoformat(created))
+def disk_full(err: sqlite3.Error) -> bool:
+    """Whether SQLite failed for want of disk space."""
+    return getattr(err, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
 
 
-class Index:
-    """Names to store records, kept in ``index.sqlite3``.
+def _record(row: tuple[str, str, int, int, str, str]) -> StoreRecord:
+    name, sha256, size, num_keys, created, suffix = row
+    return StoreRecord(name, sha256, size, num_keys, datetime.fromisoformat(created), suffix)
 
-    Owned by one process (the one that owns the data directory). Two
-    connections: reads run on the event loop's thread (they are quick, and
-    answered from memory for the names looked up most recently); writes
-    (``put``, ``delete``) block on the disk's flush, so callers run them in a
-    worker thread, one at a time, and then tell the index on the event loop's
-    thread (``settle``), which keeps its memory of records in step.
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+class SqliteIndex:
+    """Names to store records, in ``index.sqlite3``.
+
+    ``make_room`` is called when a write that frees space (a delete, the end
+    of a lease) finds the disk full; the write is then tried once more.
     """
 
-    def __init__(self, path: Path, *, cached: int = 4096) -> None:
-        self._cache: OrderedDict[str, StoreRecord] = OrderedDict()
-        self._cached = cached
-        self._path = path
-        self._writer = _connect(path)
-        self._writer.executescript(_SCHEMA)
-        self._db = _connect(path)
+    def __init__(self, path: Path, make_room: Callable[[], None] | None = None) -> None:
+        self.path = path
+        self._make_room = make_room
         self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []  # the worker threads' connections
-        self._readers_lock = threading.Lock()
-        (total,) = self._db.execute("SELECT count(*) FROM stores").fetchone()
-        self._count = int(total)
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        # Work under way in worker threads: closing waits for it (a connection
+        # closed under a running query would crash the process).
+        self._idle = threading.Condition()
+        self._running = 0
+        db = self._db()
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA.split(";"):
+                db.execute(statement)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(stores)")}
+            if "suffix" not in columns:  # an index written before stores kept their extension
+                db.execute("ALTER TABLE stores ADD COLUMN suffix TEXT NOT NULL DEFAULT '.kas'")
 
-    def close(self) -> None:
-        with self._readers_lock:
-            readers, self._readers = self._readers, []
-        for db in [*readers, self._db, self._writer]:
-            db.close()
+    @classmethod
+    async def open(cls, path: Path, *, make_room: Callable[[], None] | None = None) -> SqliteIndex:
+        return await asyncio.to_thread(cls, path, make_room)
 
-    def get(self, name: str) -> StoreRecord | None:
-        record = self._cache.get(name)
-        if record is None:
-            record = self._query(self._db, name)
-            if record is not None:
-                self._remember(record)
-        return record
+    def describe(self) -> str:
+        return str(self.path)
+
+    def _db(self) -> sqlite3.Connection:
+        """This thread's connection."""
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            self._local.db = db
+            with self._connections_lock:
+                self._connections.append(db)
+        return db
+
+    async def _run(self, work: Callable[[], _T]) -> _T:
+        """Run ``work`` in a worker thread, counted as under way until it ends."""
+
+        def run() -> _T:
+            with self._idle:
+                self._running += 1
+            try:
+                return work()
+            finally:
+                with self._idle:
+                    self._running -= 1
+                    self._idle.notify_all()
+
+        return await asyncio.to_thread(run)
+
+    async def close(self) -> None:
+        def close() -> None:
+            with self._idle:
+                self._idle.wait_for(lambda: self._running == 0)
+                with self._connections_lock:
+                    connections, self._connections = self._connections, []
+                for db in connections:
+                    db.close()
+
+        await asyncio.to_thread(close)
+
+    # Reading
 
     @staticmethod
     def _query(db: sqlite3.Connection, name: str) -> StoreRecord | None:
         row = db.execute(f"SELECT {_COLUMNS} FROM stores WHERE name = ?", (name,)).fetchone()
-        return None if row is None else StoreRecord._from_row(row)
+        return None if row is None else _record(row)
 
-    def _remember(self, record: StoreRecord) -> None:
-        self._cache[record.name] = record
-        if len(self._cache) > self._cached:
-            self._cache.popitem(last=False)
+    async def get(self, name: str) -> StoreRecord | None:
+        # One row by its key: quicker than a hop to a worker thread.
+        return self._query(self._db(), name)
 
-    def settle(self, name: str, record: StoreRecord | None, *, existed: bool) -> None:
-        """After a write: ``name`` now points at ``record`` (None: it is gone).
+    async def page(self, *, offset: int, limit: int) -> list[StoreRecord]:
+        def page() -> list[StoreRecord]:
+            rows = self._db().execute(
+                f"SELECT {_COLUMNS} FROM stores ORDER BY name LIMIT ? OFFSET ?", (limit, offset)
+            )
+            return [_record(row) for row in rows]
 
-        ``existed``: whether the name pointed somewhere before the write.
-        """
-        if record is None:
-            self._cache.pop(name, None)
-        else:
-            self._remember(record)
-        self._count += (record is not None) - existed
+        return await self._run(page)
 
-    def page(self, *, offset: int, limit: int) -> list[StoreRecord]:
-        """Records sorted by name (blocking: skipping ``offset`` rows takes a while, so
-        call it in a worker thread; each thread reads through a connection of its own).
-        """
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = self._local.db = _connect(self._path)
-            with self._readers_lock:
-                self._readers.append(db)
-        rows = db.execute(
-            f"SELECT {_COLUMNS} FROM stores ORDER BY name LIMIT ? OFFSET ?", (limit, offset)
-        )
-        return [StoreRecord._from_row(row) for row in rows]
+    async def count(self) -> int:
+        def count() -> int:
+            return int(self._db().execute("SELECT count(*) FROM stores").fetchone()[0])
 
-    def readable(self) -> bool:
-        """Whether the index answers a read (one row at most, however many stores)."""
+        return await self._run(count)
+
+    async def totals(self) -> Totals:
+        def totals() -> Totals:
+            row = (
+                self._db()
+                .execute(
+                    "SELECT count(*), coalesce(sum(num_keys), 0), coalesce(sum(size), 0) "
+                    "FROM stores"
+                )
+                .fetchone()
+            )
+            return Totals(int(row[0]), int(row[1]), int(row[2]))
+
+        return await self._run(totals)
+
+    async def readable(self) -> bool:
         try:
-            self._db.execute("SELECT 1 FROM stores LIMIT 1").fetchall()
+            self._db().execute("SELECT 1 FROM stores LIMIT 1").fetchall()
         except sqlite3.Error:
             return False
         return True
 
-    def count(self) -> int:
-        """The number of names, kept in memory."""
-        return self._count
+    async def referenced(self) -> set[str]:
+        def referenced() -> set[str]:
+            rows = self._db().execute("SELECT DISTINCT sha256 FROM stores")
+            return {sha256 for (sha256,) in rows}
 
-    def totals(self) -> tuple[int, int, int]:
-        """Stores, keys and bytes: the number of names, and their files' keys and sizes summed.
+        return await self._run(referenced)
 
-        Reads through a connection of its own, so it may run in a worker thread
-        while the event loop's thread uses the index (WAL lets them both read).
-        """
-        reader = sqlite3.connect(f"{self._path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            row = reader.execute(
-                "SELECT count(*), coalesce(sum(num_keys), 0), coalesce(sum(size), 0) FROM stores"
-            ).fetchone()
-        finally:
-            reader.close()
-        return int(row[0]), int(row[1]), int(row[2])
-
-    def put(
-        self, name: str, sha256: str, size: int, num_keys: int, *, replace: bool
-    ) -> tuple[StoreRecord | None, StoreRecord | None]:
-        """Point ``name`` at a blob (blocking: a write; see the class).
-
-        Returns ``(new, old)``: ``new`` is None when the name was taken and
-        ``replace`` is false; ``old`` is the record it replaced, if any.
-        """
-        created = datetime.now(UTC).replace(microsecond=0)
-        record = StoreRecord(name, sha256, size, num_keys, created)
-        db = self._writer
-        with db:
-            db.execute("BEGIN IMMEDIATE")
-            old = self._query(db, name)
-            if old is not None and not replace:
-                return None, old
-            db.execute(
-                f"INSERT OR REPLACE INTO stores ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
-                (name, sha256, size, num_keys, created.isoformat()),
+    async def doomed(self, *, older_than: datetime) -> list[str]:
+        def doomed() -> list[str]:
+            rows = self._db().execute(
+                "SELECT sha256 FROM doomed WHERE since < ?", (older_than.isoformat(),)
             )
-        return record, old
+            return [sha256 for (sha256,) in rows]
 
-    def delete(self, name: str) -> StoreRecord | None:
-        """Remove ``name``; return the record it had, or None (blocking: a write)."""
-        db = self._writer
-        with db:
-            db.execute("BEGIN IMMEDIATE")
+        return await self._run(doomed)
+
+    # Writing: each a transaction in a worker thread
+
+    async def _write(
+        self, change: Callable[[sqlite3.Connection], _T], *, frees: bool = False
+    ) -> _T:
+        """Run ``change`` in one immediate transaction; 507 when the disk is full.
+
+        ``frees``: the change frees space, so it may use the room ``make_room`` makes.
+        """
+
+        def write() -> _T:
+            db = self._db()
+            for attempt in range(2):
+                try:
+                    with db:
+                        db.execute("BEGIN IMMEDIATE")
+                        return change(db)
+                except sqlite3.Error as err:
+                    if not disk_full(err):
+                        raise
+                    if attempt or not frees or self._make_room is None:
+                        raise InsufficientStorageError() from None
+                    self._make_room()
+            raise AssertionError("unreachable")
+
+        return await self._run(write)
+
+    @staticmethod
+    def _doom_if_free(db: sqlite3.Connection, sha256: str) -> str | None:
+        """Doom ``sha256`` if no name and no lease points at it (inside a transaction)."""
+        held = db.execute(
+            "SELECT 1 FROM stores WHERE sha256 = ? UNION ALL "
+            "SELECT 1 FROM leases WHERE sha256 = ? LIMIT 1",
+            (sha256, sha256),
+        ).fetchone()
+        if held is not None:
+            return None
+        db.execute(
+            "INSERT OR IGNORE INTO doomed (sha256, since) VALUES (?, ?)",
+            (sha256, _now().isoformat()),
+        )
+        return sha256
+
+    async def lease(self, sha256: str, token: str, *, expires: datetime) -> bool:
+        def lease(db: sqlite3.Connection) -> bool:
+            if db.execute("SELECT 1 FROM doomed WHERE sha256 = ?", (sha256,)).fetchone():
+                return False
+            db.execute(
+                "INSERT OR REPLACE INTO leases (token, sha256, expires) VALUES (?, ?, ?)",
+                (token, sha256, expires.isoformat()),
+            )
+            return True
+
+        return await self._write(lease)
+
+    async def put(self, record: StoreRecord, *, token: str, replace: bool) -> PutResult:
+        created = _now()
+
+        def put(db: sqlite3.Connection) -> PutResult:
+            old = self._query(db, record.name)
+            db.execute("DELETE FROM leases WHERE token = ?", (token,))
+            if old is not None and not replace:
+                return PutResult(None, old, self._doom_if_free(db, record.sha256))
+            new = StoreRecord(
+                record.name, record.sha256, record.size, record.num_keys, created, record.suffix
+            )
+            db.execute(
+                f"INSERT OR REPLACE INTO stores ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                (new.name, new.sha256, new.size, new.num_keys, created.isoformat(), new.suffix),
+            )
+            doomed = None
+            if old is not None and old.sha256 != new.sha256:
+                doomed = self._doom_if_free(db, old.sha256)
+            return PutResult(new, old, doomed)
+
+        return await self._write(put)
+
+    async def release(self, token: str) -> str | None:
+        def release(db: sqlite3.Connection) -> str | None:
+            row = db.execute("SELECT sha256 FROM leases WHERE token = ?", (token,)).fetchone()
+            if row is None:
+                return None
+            db.execute("DELETE FROM leases WHERE token = ?", (token,))
+            return self._doom_if_free(db, row[0])
+
+        return await self._write(release, frees=True)
+
+    async def delete(self, name: str) -> tuple[StoreRecord | None, str | None]:
+        def delete(db: sqlite3.Connection) -> tuple[StoreRecord | None, str | None]:
             old = self._query(db, name)
-            if old is not None:
-                db.execute("DELETE FROM stores WHERE name = ?", (name,))
-        return old
+            if old is None:
+                return None, None
+            db.execute("DELETE FROM stores WHERE name = ?", (name,))
+            return old, self._doom_if_free(db, old.sha256)
 
-    def references(self, sha256: str) -> bool:
-        """Whether any name still points at this blob."""
-        row = self._db.execute("SELECT 1 FROM stores WHERE sha256 = ? LIMIT 1", (sha256,))
-        return row.fetchone() is not None
+        return await self._write(delete, frees=True)
 
-    def blobs(self) -> set[str]:
-        return {sha for (sha,) in self._db.execute("SELECT DISTINCT sha256 FROM stores")}
+    async def forget(self, sha256: str) -> None:
+        def forget(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM doomed WHERE sha256 = ?", (sha256,))
 
+        await self._write(forget, frees=True)
 
-def _connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    return db
+    async def expire_leases(self, *, now: datetime) -> list[str]:
+        def expire(db: sqlite3.Connection) -> list[str]:
+            rows = db.execute(
+                "DELETE FROM leases WHERE expires < ? RETURNING sha256", (now.isoformat(),)
+            ).fetchall()
+            shas = sorted({sha256 for (sha256,) in rows})
+            return [sha for sha in shas if self._doom_if_free(db, sha)]
+
+        return await self._write(expire, frees=True)
+
+    async def doom_orphans(self, candidates: list[str]) -> list[str]:
+        def doom(db: sqlite3.Connection) -> list[str]:
+            return [sha for sha in candidates if self._doom_if_free(db, sha)]
+
+        return await self._write(doom, frees=True)

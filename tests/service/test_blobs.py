@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from app.storage import local_blobs as blobs
-from app.storage.local_blobs import BlobDir
+from app.storage.local_blobs import LocalBlobs
 
 DATA = bytes(range(256)) * 12_000  # 3 MB, more than one write batch
 
@@ -26,8 +26,8 @@ async def _pieces(sizes: list[int]) -> AsyncIterator[bytes]:
 
 
 def _write(tmp_path: Path, sizes: list[int]) -> blobs.TempBlob:
-    folder = BlobDir(tmp_path)
-    folder.prepare()
+    folder = LocalBlobs(tmp_path)
+    folder._prepare()
     temp = folder.create_temp()
 
     async def run() -> None:
@@ -59,8 +59,8 @@ def test_short_writes_are_resumed(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def test_more_than_the_limit_is_refused(tmp_path: Path) -> None:
-    folder = BlobDir(tmp_path)
-    folder.prepare()
+    folder = LocalBlobs(tmp_path)
+    folder._prepare()
     temp = folder.create_temp()
 
     async def run() -> None:

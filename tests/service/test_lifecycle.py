@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from ._support import (
     test_client,
     upload,
 )
+from .conftest import ClientFactory
 
 
 def _restart(data_dir: Path) -> TestClient:
@@ -50,20 +53,41 @@ def test_restart_keeps_stores(
         assert stored_names(client) == ["after", "kept", "replaced"]
 
 
-def test_start_removes_uploads_left_in_tmp(data_dir: Path, tskit_file: Path) -> None:
+def _age(*paths: Path, seconds: float = 7200) -> None:
+    """Make files look written ``seconds`` ago."""
+    then = time.time() - seconds
+    for path in paths:
+        os.utime(path, (then, then))
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_start_removes_old_uploads_left_in_tmp(data_dir: Path, tskit_file: Path) -> None:
+    """What a crash left goes once older than the grace period; newer uploads may be
+    another process's, under way, and stay."""
     with _restart(data_dir) as client:
         upload(client, tskit_file, name="sim")
-    (data_dir / "tmp" / "tmpab12cd.upload").write_bytes(tskit_file.read_bytes()[:1000])
-    (data_dir / "tmp" / "tmpef34gh.upload").write_bytes(b"")
-    (data_dir / "tmp" / "stray" / "deeper").mkdir(parents=True)
-    (data_dir / "tmp" / "stray" / "deeper" / "x").write_bytes(b"x")
+    tmp = data_dir / "tmp"
+    (tmp / "tmpab12cd.upload").write_bytes(tskit_file.read_bytes()[:1000])
+    (tmp / "tmpef34gh.upload").write_bytes(b"")
+    (tmp / "stray" / "deeper").mkdir(parents=True)
+    (tmp / "stray" / "deeper" / "x").write_bytes(b"x")
+    _age(tmp / "tmpab12cd.upload", tmp / "tmpef34gh.upload", tmp / "stray")
+    (tmp / "tmpnew000.upload").write_bytes(b"under way")
     with _restart(data_dir) as client:
-        assert list((data_dir / "tmp").iterdir()) == []
+        assert _wait_until(lambda: sorted(tmp.iterdir()) == [tmp / "tmpnew000.upload"])
         assert stored_names(client) == ["sim"]
         assert_serves(client, "sim", tskit_file.read_bytes())
 
 
-def test_start_removes_blobs_no_store_points_at(
+def test_start_removes_old_blobs_no_store_points_at(
     data_dir: Path, tskit_file: Path, unicode_file: Path
 ) -> None:
     with _restart(data_dir) as client:
@@ -72,11 +96,12 @@ def test_start_removes_blobs_no_store_points_at(
     orphan = data_dir / "blobs" / orphan_sha[:2] / f"{orphan_sha}.kas"
     orphan.parent.mkdir(exist_ok=True)
     orphan.write_bytes(unicode_file.read_bytes())
+    _age(orphan)
     kept = data_dir / "blobs" / sha256(tskit_file.read_bytes())[:2]
     assert kept.is_dir()
 
     with _restart(data_dir) as client:
-        assert not orphan.exists()
+        assert _wait_until(lambda: not orphan.exists())
         assert [path.name for path in kept.iterdir()] == [f"{sha256(tskit_file.read_bytes())}.kas"]
         assert stored_names(client) == ["sim"]
         assert_serves(client, "sim", tskit_file.read_bytes())
@@ -158,17 +183,15 @@ def test_healthz_answers_head(client: TestClient) -> None:
     assert answer.content == b""
 
 
-def test_a_second_server_on_the_same_data_dir_is_refused(data_dir: Path) -> None:
-    """Its caches assume one writer: a second process must not serve the directory too."""
-    from app.storage import DataDirInUseError, Storage
-
-    first = Storage(data_dir, fsync=False)
-    try:
-        with pytest.raises(DataDirInUseError, match="in use by another"):
-            Storage(data_dir, fsync=False)
-    finally:
-        first.close()
-    Storage(data_dir, fsync=False).close()  # free again once the first has closed
+def test_two_servers_share_one_data_dir(make_client: ClientFactory, tskit_file: Path) -> None:
+    """No process owns the data directory: what one writes, the other reads at once."""
+    first, second = make_client(), make_client()
+    upload(first, tskit_file, name="shared")
+    assert second.get("/stores/shared/file").content == tskit_file.read_bytes()
+    assert second.put("/stores/shared", content=tskit_file.read_bytes()).status_code == 200
+    assert first.delete("/stores/shared").status_code == 204
+    assert second.get("/stores/shared/keys").status_code == 404
+    assert second.get("/stores").json()["total"] == 0
 
 
 def test_the_store_count_follows_every_change(

@@ -95,17 +95,6 @@ def test_a_taken_port_is_one_line(tmp_path: Path, taken_port: int) -> None:
     assert "KASTORE_PORT" in line
 
 
-def test_a_data_dir_in_use_is_one_line(tmp_path: Path) -> None:
-    first = Server(tmp_path / "data", tmp_path / "first.log")
-    first.start()
-    try:
-        line = one_line_failure(run_app(env={"KASTORE_DATA_DIR": str(tmp_path / "data")}))
-        assert "in use by another kastore-service process" in line
-        assert first.client.get("/healthz").status_code == 200  # the first one goes on
-    finally:
-        first.close()
-
-
 def _unprivileged() -> list[str]:
     """A command prefix that runs without the powers to write where one may not."""
     if os.geteuid() != 0:
@@ -124,7 +113,7 @@ def test_a_data_dir_owned_by_another_user_says_to_chown_or_use_user(tmp_path: Pa
     data.chmod(0o755 if os.geteuid() == 0 else 0o555)
     line = one_line_failure(run_app(env={"KASTORE_DATA_DIR": str(data)}, prefix=_unprivileged()))
     assert "not writable" in line
-    assert str(data / "lock") in line
+    assert f"{data}/" in line  # the file or folder that could not be made
     assert "chown -R 10001" in line
     assert "--user" in line
 
