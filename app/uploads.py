@@ -10,6 +10,10 @@ arrive. Every limit is applied here, as the bytes come:
 - the headers of each part hold at most ``MAX_PART_HEADER_BYTES``, and a
   field other than the file at most ``MAX_FIELD_BYTES``; a form holds the file
   and each documented field at most once, so it has a bounded number of parts.
+
+A body sent with ``Content-Encoding: zstd`` or ``gzip`` is decompressed as it
+comes (see ``decoding``), and the limits count the decompressed bytes; any
+other coding gets 415 before a byte is read.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
+from .decoding import body_coding, decoded
 from .errors import (
     MalformedUploadError,
     RequestTimeoutError,
@@ -82,10 +87,20 @@ async def _received(request: Request, timeout: float) -> AsyncIterator[bytes]:
             yield piece
 
 
-async def raw_body(request: Request, *, timeout: float) -> AsyncIterator[bytes]:
-    """The body as it arrives (its size is limited where it is stored)."""
-    async for piece in _received(request, timeout):
-        yield piece
+def _body(request: Request, timeout: float) -> AsyncIterator[bytes]:
+    """The body's pieces as they arrive, decompressed as its ``Content-Encoding`` says.
+
+    Raises:
+        UnsupportedEncodingError: at once, for a coding other than zstd or gzip.
+    """
+    coding = body_coding(request.headers)
+    received = _received(request, timeout)
+    return received if coding is None else decoded(received, coding)
+
+
+def raw_body(request: Request, *, timeout: float) -> AsyncIterator[bytes]:
+    """The body as it arrives, decompressed (its size is limited where it is stored)."""
+    return _body(request, timeout)
 
 
 class MultipartUpload:
@@ -111,9 +126,8 @@ class MultipartUpload:
             raise UnsupportedUploadError(
                 "multipart body without a boundary; send the file with curl -F file=@PATH"
             )
-        self._request = request
+        self._body = _body(request, timeout)
         self._max_bytes = max_bytes
-        self._timeout = timeout
         self._allowed = fields
         self.filename: str | None = None
         self.fields: dict[str, str] = {}
@@ -141,7 +155,7 @@ class MultipartUpload:
 
     async def pieces(self) -> AsyncIterator[bytes]:
         received = 0
-        async for chunk in _received(self._request, self._timeout):
+        async for chunk in self._body:
             received += len(chunk)
             if received > self._max_bytes + FORM_OVERHEAD:
                 raise UploadTooLargeError(self._max_bytes)
