@@ -12,6 +12,7 @@ from numpy.lib.mixins import NDArrayOperatorsMixin
 
 from .._reader import ArrayInfo
 from .._transport import HTTPBrokenAnswerError, Response
+from ._codings import DecodedBody
 from ._errors import ProtocolError, StoreChangedError
 
 __all__ = ["RemoteArray", "RemoteStore"]
@@ -95,12 +96,13 @@ class RemoteArray(NDArrayOperatorsMixin):
 
             def consume(response: Response) -> None:
                 self._check(response, count)
-                received = response.readinto(memoryview(out.data).cast("B"))
+                body = DecodedBody(response)
+                received = body.readinto(memoryview(out.data).cast("B"))
                 if received != out.nbytes:
                     raise HTTPBrokenAnswerError(
                         f"{url}: the answer ended after {received} of {out.nbytes} bytes"
                     )
-                if response.read(1):
+                if not body.at_end():
                     raise ProtocolError(f"{url}: more than the {out.nbytes} bytes expected")
 
             self._fetch_url(url, consume)

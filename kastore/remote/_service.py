@@ -26,6 +26,7 @@ from .._transport import (
     origin_of,
 )
 from ._arrays import RemoteStore
+from ._codings import ACCEPT_ENCODING
 from ._errors import (
     ProtocolError,
     StoreChangedError,
@@ -126,10 +127,11 @@ class Service:
         return response
 
     def _read(self, url: str, consume: Callable[[Response], None]) -> None:
-        """GET ``url`` (raw) and ``consume`` the answer; again if the answer breaks off."""
+        """GET ``url`` (raw, compressed where it pays), ``consume`` it; again if it breaks off."""
+        headers = {"Accept": "application/octet-stream", "Accept-Encoding": ACCEPT_ENCODING}
 
         def attempt() -> None:
-            with self._request("GET", url, headers={"Accept": "application/octet-stream"}) as got:
+            with self._request("GET", url, headers=headers) as got:
                 consume(got)
 
         try:

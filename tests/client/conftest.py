@@ -1,8 +1,8 @@
 """The real app, served by uvicorn on 127.0.0.1 in a thread, for the client tests.
 
 A middleware in front of it records every request (method, path, query and
-headers) and the bytes of every answer body, so tests can see what the client
-sent and what it was sent.
+headers), the headers of every answer and the bytes of its body, so tests
+can see what the client sent and what it was sent.
 """
 
 from __future__ import annotations
@@ -32,11 +32,12 @@ class Seen:
     query: str
     headers: dict[str, str]
     body_bytes: int = 0
+    answer_headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class Recorder:
-    """An ASGI middleware that records requests and counts the bytes answered."""
+    """An ASGI middleware that records requests, the answers' headers and their body bytes."""
 
     app: Any
     seen: list[Seen] = field(default_factory=list)
@@ -54,6 +55,10 @@ class Recorder:
         self.seen.append(entry)
 
         async def counting_send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                entry.answer_headers = {
+                    k.decode().lower(): v.decode() for k, v in message.get("headers", [])
+                }
             if message["type"] == "http.response.body":
                 entry.body_bytes += len(message.get("body", b""))
             await send(message)
