@@ -148,8 +148,14 @@ def test_upload_then_browse_to_an_array_and_see_its_plot(
     expect(row.locator("td").nth(1)).to_have_text("float64")
     expect(row.locator("td").nth(2)).to_have_text(f"{len(times):,}")
 
-    row.locator("a", has_text="nodes/time").click()
+    array_url = f"{traffic.base}/stores/single_population/arrays/nodes%2Ftime"
+    with page.expect_response(
+        lambda answer: answer.url == array_url and answer.request.method == "GET"
+    ) as fetched:
+        row.locator("a", has_text="nodes/time").click()
     page.wait_for_selector("body[data-plotted][data-histogram]", state="attached")
+    # The browser asks for compressed answers (Accept-Encoding), and gets one.
+    assert fetched.value.headers.get("content-encoding") in ("zstd", "gzip")
     statistics = _statistics(page)
     assert statistics["min"] == times.min()
     assert statistics["max"] == times.max()
