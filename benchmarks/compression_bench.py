@@ -1,6 +1,6 @@
 """Compression on the wire: bytes sent and speed, beside the raw download.
 
-    python benchmarks/compression_bench.py [--repeat 3] [--size-mb 100]
+    python benchmarks/compression_bench.py [--repeat 3] [--size-mb 100] [--link-mbit 100]
 
 Starts the real server (``python -m app``, a temporary data directory) and
 measures, on the same server:
@@ -12,6 +12,12 @@ measures, on the same server:
                         float64, like tskit's) fetched compressed, in stored
                         bytes a second, vs the raw download of it; the goal is
                         ≥ 125 MB/s a request (a 1 Gbit/s link)
+    a slow link         the time to fetch every array of each tskit file, one
+                        request after another on a keep-alive connection and
+                        decoded as they come, and then the large array, through
+                        a link throttled to ``--link-mbit`` (100 Mbit/s): a
+                        proxy in this script that passes 12.5 MB/s each way
+                        (a token bucket per direction), compressed vs raw
 
 Bodies are counted as they cross the wire (``http.client`` undoes the chunking
 but not the coding). Times are the best of ``--repeat`` runs, compressed and
@@ -21,6 +27,7 @@ raw alternating. The machine is shared and noisy: read the ratios.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import http.client
 import json
@@ -29,11 +36,14 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import zstandard
 
 import kastore
 
@@ -122,10 +132,138 @@ def best_time(port: int, path: str, encoding: str | None, repeat: int) -> tuple[
     return min(times), sent
 
 
+class TokenBucket:
+    """``rate`` bytes a second, in bursts of at most ``burst``: one direction of the link."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens = float(burst)
+        self.updated = time.monotonic()
+
+    async def take(self, size: int) -> None:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        self.tokens -= size
+        if self.tokens < 0:  # in debt: wait until the bytes have had their time on the link
+            await asyncio.sleep(-self.tokens / self.rate)
+
+
+class ThrottledLink:
+    """A TCP proxy on 127.0.0.1 to ``port``, every byte through a token bucket each way.
+
+    Runs its own event loop in a thread; ``port`` is where clients connect.
+    """
+
+    PIECE = 16 * 1024
+
+    def __init__(self, target: int, mbit: float) -> None:
+        rate = mbit * 1e6 / 8
+        self.target = target
+        self.buckets = (TokenBucket(rate, self.PIECE), TokenBucket(rate, self.PIECE))
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.port = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ThrottledLink:
+        self.thread.start()
+        if not self.ready.wait(10):
+            raise SystemExit("the throttling proxy did not start")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        server = self.loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        self.ready.set()
+        self.loop.run_forever()
+        server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        up, down = self.buckets
+        await asyncio.gather(self._pump(reader, up_writer, up), self._pump(up_reader, writer, down))
+
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, bucket: TokenBucket
+    ) -> None:
+        try:
+            while data := await reader.read(self.PIECE):
+                await bucket.take(len(data))
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+
+def _decoder(coding: str | None) -> Callable[[bytes], bytes]:
+    if coding == "zstd":
+        return lambda data: zstandard.ZstdDecompressor().decompressobj().decompress(data)
+    if coding == "gzip":
+        return lambda data: zlib.decompress(data, 31)
+    return lambda data: data
+
+
+def fetch_all(port: int, paths: list[str], encoding: str) -> tuple[float, int]:
+    """Seconds to GET and decode every path in turn on one connection, and bytes sent."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    sent = 0
+    try:
+        started = time.perf_counter()
+        for path in paths:
+            conn.request("GET", path, headers={"accept-encoding": encoding})
+            answer = conn.getresponse()
+            data = answer.read()
+            assert answer.status == 200, (path, answer.status)
+            _decoder(answer.getheader("content-encoding"))(data)
+            sent += len(data)
+        return time.perf_counter() - started, sent
+    finally:
+        conn.close()
+
+
+def slow_link(port: int, names: list[str], big_url: str, mbit: float, repeat: int) -> None:
+    """Fetching arrays through a throttled link: compressed vs raw, time and bytes."""
+    print(f"\nthrough a {mbit:g} Mbit/s link (ours = compressed, baseline = raw)")
+    row("", "ours", "baseline", 1.0, "")
+    with ThrottledLink(port, mbit) as link:
+        cases = []
+        for name in names:
+            _, listing, _ = request(port, "GET", f"/stores/{name}/keys?limit=10000")
+            paths = [entry["url"] for entry in json.loads(listing)["keys"]]
+            cases.append((f"{name}: every array ({len(paths)})", paths, repeat))
+        cases.append((f"{big_url.rsplit('/', 1)[-1]} array", [big_url], 1))
+        for label, paths, times in cases:
+            results: dict[str, tuple[float, int]] = {}
+            for _ in range(times):  # alternating, best of each
+                for encoding in ("identity", "zstd", "gzip"):
+                    took, sent = fetch_all(link.port, paths, encoding)
+                    if encoding not in results or took < results[encoding][0]:
+                        results[encoding] = (took, sent)
+            raw_time, raw_sent = results["identity"]
+            for encoding in ("zstd", "gzip"):
+                took, sent = results[encoding]
+                row(
+                    f"{label}, {encoding} (ms)",
+                    f"{took * 1e3:,.1f}",
+                    f"{raw_time * 1e3:,.1f}",
+                    took / raw_time,
+                )
+                row(f"{label}, {encoding} (bytes)", f"{sent:,}", f"{raw_sent:,}", sent / raw_sent)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--size-mb", type=int, default=100)
+    parser.add_argument("--link-mbit", type=float, default=100.0)
     args = parser.parse_args()
     trees = sorted(TSKIT.glob("*.trees"))
     if not trees:
@@ -177,6 +315,7 @@ def main() -> None:
                 f"{stored:,}",
                 sent / stored,
             )
+        slow_link(port, [path.stem for path in trees], url, args.link_mbit, args.repeat)
 
 
 if __name__ == "__main__":
