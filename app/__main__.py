@@ -1,6 +1,8 @@
 """``python -m app``: run the service with uvicorn, configured by ``KASTORE_*``.
 
-``python -m app keys create --scope write`` makes an API key instead. A
+``python -m app keys create --scope write`` makes an API key instead;
+``python -m app migrate --from-data-dir DIR`` copies a local data directory
+into the configured storage (``app.migrate``). A
 failure to start (an invalid setting, the port taken, the data directory in
 use or not writable, an unreadable key file) is one line on stderr and exit
 status 1.
@@ -25,6 +27,7 @@ import uvicorn
 from pydantic import ValidationError
 from uvicorn.supervisors import Multiprocess
 
+from . import migrate
 from .config import Settings
 from .main import StartupError, create_app, open_storage
 from .observability import configure_logging
@@ -63,6 +66,16 @@ def _parser() -> argparse.ArgumentParser:
         choices=["read", "write", "admin"],
         required=True,
         help="what the key may do: read; write (and read); admin (all, /metrics too)",
+    )
+    migrate.add_arguments(
+        commands.add_parser(
+            "migrate",
+            help="copy a local data directory into the configured storage (S3, PostgreSQL)",
+            description=(
+                "Copy the stores of a local data directory into the storage the KASTORE_* "
+                "settings name, checked by sha256; a re-run skips what is there already."
+            ),
+        )
     )
     return parser
 
@@ -159,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "keys":
             return _create_key(args.scope)
+        if args.command == "migrate":
+            return migrate.run(args, _settings())
         return _serve()
     except StartupError as err:
         print(f"kastore-service: {err}", file=sys.stderr)
