@@ -25,8 +25,16 @@ from collections.abc import Iterable, Mapping
 
 from starlette.responses import Response, StreamingResponse
 
-from .compression import CODINGS, CompressedResponse, Encoding, Piece, choose_encoding, encoded_etag
-from .encoders import RAW_PIECE_BYTES, BufferResponse
+from .compression import (
+    CODINGS,
+    CompressedResponse,
+    Encoding,
+    Piece,
+    RangedCompressedResponse,
+    choose_encoding,
+    encoded_etag,
+)
+from .encoders import RAW_PIECE_BYTES, BufferResponse, RangedBody, RangedResponse
 from .errors import RangeNotSatisfiableError
 
 __all__ = ["byte_span", "etag_matches", "not_modified", "raw_answer", "streamed_answer"]
@@ -124,15 +132,18 @@ def _slices(buffer: memoryview) -> list[Piece]:
 
 def raw_answer(
     request_headers: Mapping[str, str],
-    buffer: memoryview,
+    buffer: memoryview | RangedBody,
     *,
     headers: dict[str, str],
     prefix: bytes = b"",
     media_type: str = "application/octet-stream",
     compress_min_bytes: int | None = None,
+    missing: Exception | None = None,
 ) -> Response:
     """``prefix`` then ``buffer`` as the answer to a GET or HEAD: 304, 206 or 200.
 
+    ``buffer`` is a mapped file's bytes, or a ``RangedBody`` of an object
+    read by ranges as it is sent (``missing`` is raised if it is gone).
     ``headers`` must hold the representation's strong ``etag``. Answers
     vary with ``Accept-Encoding``: a 200 of ``compress_min_bytes`` or more
     goes zstd or gzip when the client accepts it (see ``compression``), with
@@ -149,6 +160,32 @@ def raw_answer(
     )
     if unchanged is not None:
         return unchanged
+    if isinstance(buffer, RangedBody):
+        identity = RangedResponse(
+            buffer, headers=headers, prefix=prefix, media_type=media_type, missing=missing
+        )
+        if encoding != "identity":
+            return RangedCompressedResponse(
+                buffer,
+                encoding=encoding,
+                headers=headers,
+                media_type=media_type,
+                identity=identity,
+                prefix=prefix,
+                required=required,
+                missing=missing,
+            )
+        span = byte_span(request_headers, headers["etag"], size)
+        if span is None:
+            return identity
+        return RangedResponse(
+            buffer,
+            headers=headers,
+            span=span,
+            prefix=prefix,
+            media_type=media_type,
+            missing=missing,
+        )
     if encoding != "identity":
         return CompressedResponse(
             [prefix, *_slices(buffer)] if prefix else _slices(buffer),
@@ -203,6 +240,7 @@ def streamed_answer(
             media_type=media_type,
             required=required,
             min_bytes=compress_min_bytes,
+            size=-1 if whole is None else whole.nbytes,
         )
     if whole is not None:
         return Response(bytes(whole), headers=headers, media_type=media_type)

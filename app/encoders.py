@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import io
 import itertools
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import numpy as np
@@ -14,17 +15,26 @@ from numpy.lib import format as npy_format
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+if TYPE_CHECKING:
+    from .storage.interfaces import BlobReader
+
+#: A piece of a body.
+Piece = bytes | memoryview
+
 __all__ = [
     "CSV_PIECE_ELEMENTS",
     "JSON_PIECE_ELEMENTS",
     "RAW_PIECE_BYTES",
     "TEXT_MEDIA_TYPES",
     "BufferResponse",
+    "RangedBody",
+    "RangedResponse",
     "attachment",
     "csv_pieces",
     "json_body",
     "npy_header",
     "rows_pieces",
+    "shape_only",
     "utf8_text",
 ]
 
@@ -88,6 +98,11 @@ class BufferResponse(Response):
                 piece = view[start : start + RAW_PIECE_BYTES]
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def shape_only(dtype: np.dtype[Any], length: int) -> np.ndarray:
+    """An array of ``dtype`` and ``length`` that holds no memory (for headers, not values)."""
+    return np.lib.stride_tricks.as_strided(np.zeros(1, dtype), shape=(length,), strides=(0,))
 
 
 def npy_header(array: np.ndarray) -> bytes:
@@ -176,3 +191,93 @@ def json_body(key: str, array: np.ndarray) -> bytes | Iterator[bytes | memoryvie
     if len(array) <= JSON_PIECE_ELEMENTS:
         return b"".join((_json_head(key, array), _json_values(array), b"]}"))
     return _json_pieces(key, array)
+
+
+@dataclass(frozen=True, slots=True)
+class RangedBody:
+    """Bytes ``[start, stop)`` of a blob that is not mapped (an object in S3): read by
+    ranged requests as they are sent, never held whole."""
+
+    reader: BlobReader
+    start: int
+    stop: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.stop - self.start
+
+    async def pieces(self, first: int = 0, stop: int | None = None) -> AsyncGenerator[Piece]:
+        """Bytes ``[first, stop)`` of the body in pieces, in one ranged request.
+
+        The request is made before the first piece is yielded, so a blob
+        removed meanwhile raises ``FileNotFoundError`` before any byte is sent.
+        """
+        end = self.nbytes if stop is None else stop
+        if end <= first:
+            return
+        async for piece in self.reader.stream(self.start + first, self.start + end):
+            yield piece
+
+
+async def _first_and_rest(
+    pieces: AsyncIterator[Piece],
+) -> tuple[Piece | None, AsyncIterator[Piece]]:
+    """The first piece (its request made, errors raised now), and the iterator."""
+    first = await anext(pieces, None)
+    return first, pieces
+
+
+class RangedResponse(Response):
+    """``prefix`` then a ``RangedBody``, or a span of the two (206), as pieces arrive.
+
+    As ``BufferResponse``, for blobs read by ranges: with ``Content-Length``;
+    the first piece is asked for before the answer starts, so a blob removed
+    meanwhile is a 404 rather than a cut answer.
+    """
+
+    def __init__(
+        self,
+        body: RangedBody,
+        *,
+        headers: dict[str, str],
+        span: tuple[int, int] | None = None,
+        media_type: str = "application/octet-stream",
+        prefix: bytes = b"",
+        missing: Exception | None = None,
+    ) -> None:
+        size = len(prefix) + body.nbytes
+        headers = {**headers, "accept-ranges": "bytes"}
+        first, last = (0, size - 1) if span is None else span
+        self.status_code = 200 if span is None else 206
+        if span is not None:
+            headers["content-range"] = f"bytes {first}-{last}/{size}"
+        self.prefix = prefix[first : last + 1]
+        self.body_span = (max(0, first - len(prefix)), max(0, last + 1 - len(prefix)))
+        self.ranged, self.missing = body, missing
+        self.media_type = media_type
+        self.background = None
+        length = len(self.prefix) + self.body_span[1] - self.body_span[0]
+        self.init_headers({**headers, "content-length": str(length)})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        head = scope.get("method") == "HEAD"
+        pieces: AsyncIterator[Piece] | None = None
+        first: Piece | None = None
+        if not head:
+            try:
+                first, pieces = await _first_and_rest(self.ranged.pieces(*self.body_span))
+            except FileNotFoundError:
+                if self.missing is None:
+                    raise
+                raise self.missing from None
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        if not head:
+            if self.prefix:
+                await send({"type": "http.response.body", "body": self.prefix, "more_body": True})
+            if first is not None and pieces is not None:
+                await send({"type": "http.response.body", "body": first, "more_body": True})
+                async for piece in pieces:
+                    await send({"type": "http.response.body", "body": piece, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})

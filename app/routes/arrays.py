@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Annotated, Any
 
+import numpy as np
 import orjson
 from fastapi import APIRouter, Header, Query, Request, Response
 from starlette.convertors import PathConvertor, register_url_convertor
@@ -25,11 +26,13 @@ from ..deps import (
 )
 from ..encoders import (
     TEXT_MEDIA_TYPES,
+    RangedBody,
     attachment,
     csv_pieces,
     json_body,
     npy_header,
     rows_pieces,
+    shape_only,
     utf8_text,
 )
 from ..errors import (
@@ -44,6 +47,7 @@ from ..errors import (
 from ..formats import EXTENSIONS, FORMATS, Format, choose_format
 from ..keytable import OpenStore
 from ..models import ArrayData, ArrayRows, KeyList
+from ..storage import StoreRecord
 from . import answer_head
 
 __all__ = ["router"]
@@ -247,20 +251,16 @@ async def download_array(
     position = opened.find(key)
     if position is None:
         raise KeyNotFoundError(record.name, key)
-    whole = opened.array(position)
-    byte_array = whole.dtype.itemsize == 1 and whole.dtype.kind in "iu"
+    dtype, total = opened.dtype(position), opened.length(position)
+    byte_array = dtype.itemsize == 1 and dtype.kind in "iu"
     form = choose_format(format, accept, text=byte_array)
     if form == "rows":
-        return _rows_answer(
-            request, record.sha256, record.name, key, whole, opened, start, stop, settings
-        )
+        return await _rows_answer(request, record, key, position, opened, start, stop, settings)
     sliced = start is not None or stop is not None
+    first, end = 0, total
     if sliced:
-        first, end, _ = slice(start, stop).indices(len(whole))
+        first, end, _ = slice(start, stop).indices(total)
         end = max(first, end)
-        array = whole[first:end]
-    else:
-        array = whole
     # One strong ETag per representation: stored content never changes.
     etag = '"{}-{}{}{}"'.format(
         record.sha256,
@@ -270,26 +270,41 @@ async def download_array(
     )
     headers = {
         "etag": etag,
-        "x-kastore-dtype": str(array.dtype),
-        "x-kastore-length": str(len(array)),
-        "x-kastore-total-length": str(len(whole)),
+        "x-kastore-dtype": str(dtype),
+        "x-kastore-length": str(end - first),
+        "x-kastore-total-length": str(total),
         "cache-control": "no-cache",
         "vary": "Accept, Accept-Encoding",
     }
     if form in EXTENSIONS:
-        stem = key.replace("/", "_") + (f".{array.dtype}" if form == "raw" else "")
+        stem = key.replace("/", "_") + (f".{dtype}" if form == "raw" else "")
         headers["content-disposition"] = attachment(f"{stem}.{EXTENSIONS[form]}")
+    missing = StoreNotFoundError(record.name)
+    body: Any
     if form in ("raw", "npy"):
+        if opened.reader.buffer() is not None:
+            body = opened.array(position)[first:end].data.cast("B")
+        else:  # read by ranges as it is sent: the bytes of the slice alone
+            at = opened.span(position)[0]
+            body = RangedBody(opened.reader, at + first * dtype.itemsize, at + end * dtype.itemsize)
         return raw_answer(
             request.headers,
-            array.data.cast("B"),
+            body,
             headers=headers,
-            prefix=npy_header(array) if form == "npy" else b"",
+            prefix=npy_header(shape_only(dtype, end - first)) if form == "npy" else b"",
             media_type=FORMATS[form],
             compress_min_bytes=settings.compress_min_bytes,
+            missing=missing,
         )
-    _check_text_size(request, record.name, key, array, settings.max_json_bytes)
-    body: Any
+    _check_text_size(
+        request,
+        record.name,
+        key,
+        (end - first) * dtype.itemsize,
+        dtype.itemsize,
+        settings.max_json_bytes,
+    )
+    array = await _fetch(opened, position, first, end, missing)
     if form == "csv":
         body = csv_pieces(key, array)
     elif form == "text":
@@ -310,23 +325,31 @@ async def download_array(
     )
 
 
-def _check_text_size(request: Request, name: str, key: str, array: Any, limit: int) -> None:
+async def _fetch(
+    opened: OpenStore, position: int, first: int, end: int, missing: Exception
+) -> np.ndarray:
+    """Elements ``[first, end)`` of an array: a view of the map, or read now by range."""
+    try:
+        return await opened.fetch(position, first, end)
+    except FileNotFoundError:  # removed since the record was read
+        raise missing from None
+
+
+def _check_text_size(
+    request: Request, name: str, key: str, nbytes: int, itemsize: int, limit: int
+) -> None:
     """413 for arrays too large to send as JSON, CSV or text (``KASTORE_MAX_JSON_BYTES``)."""
-    if array.nbytes > limit:
+    if nbytes > limit:
         raise JSONTooLargeError(
-            array.nbytes,
-            limit,
-            raw_url=array_url(request, name, key),
-            max_elements=limit // array.itemsize,
+            nbytes, limit, raw_url=array_url(request, name, key), max_elements=limit // itemsize
         )
 
 
-def _rows_answer(
+async def _rows_answer(
     request: Request,
-    sha256: str,
-    name: str,
+    record: StoreRecord,
     key: str,
-    whole: Any,
+    column: int,
     opened: OpenStore,
     start: int | None,
     stop: int | None,
@@ -339,31 +362,40 @@ def _rows_answer(
             f"the store has no {key + '_offset'!r} array: ?format=rows is for a ragged "
             f"column X whose rows end where X_offset says"
         )
-    offsets = opened.array(position)
-    bounds = offsets.tolist() if offsets.dtype.kind in "iu" else []
+    missing = StoreNotFoundError(record.name)
+    dtype, total = opened.dtype(column), opened.length(column)
+    offsets = opened.dtype(position)
+    size = opened.length(position) * offsets.itemsize
+    _check_text_size(
+        request, record.name, f"{key}_offset", size, offsets.itemsize, settings.max_json_bytes
+    )
+    bounds: list[int] = []
+    if offsets.kind in "iu":
+        bounds = (await _fetch(opened, position, 0, opened.length(position), missing)).tolist()
     if (
         len(bounds) < 1
         or bounds[0] != 0
-        or bounds[-1] != len(whole)
+        or bounds[-1] != total
         or any(b < a for a, b in itertools.pairwise(bounds))
     ):
         raise InvalidRequestError(
             f"{key + '_offset'!r} does not cut {key!r} into rows: it must rise from 0 "
-            f"to the column's length ({len(whole)})"
+            f"to the column's length ({total})"
         )
     first, end, _ = slice(start, stop).indices(len(bounds) - 1)
     end = max(first, end)
     bounds = bounds[first : end + 1]
-    chosen = whole[bounds[0] : bounds[-1]]
-    _check_text_size(request, name, key, chosen, settings.max_json_bytes)
+    nbytes = (bounds[-1] - bounds[0]) * dtype.itemsize
+    _check_text_size(request, record.name, key, nbytes, dtype.itemsize, settings.max_json_bytes)
     headers = {
-        "etag": f'"{sha256}-{position}-rows:{first}:{end}"',
+        "etag": f'"{record.sha256}-{position}-rows:{first}:{end}"',
         "cache-control": "no-cache",
         "vary": "Accept, Accept-Encoding",
     }
+    chosen = await _fetch(opened, column, bounds[0], bounds[-1], missing)
     return streamed_answer(
         request.headers,
-        rows_pieces(key, whole, bounds),
+        rows_pieces(key, chosen, [bound - bounds[0] for bound in bounds]),
         headers=headers,
         media_type=TEXT_MEDIA_TYPES["rows"],
         compress_min_bytes=settings.compress_min_bytes,

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from ..conditional import raw_answer
 from ..deps import MAX_QUERY_INT, RecordDep, SettingsDep, StorageDep, store_url
-from ..encoders import attachment
+from ..encoders import RangedBody, attachment
 from ..errors import (
     CorruptBodyError,
     CrossOriginWriteError,
@@ -329,9 +329,10 @@ async def download_file(
     mapped = reader.buffer()
     return raw_answer(
         request.headers,
-        mapped if mapped is not None else memoryview(await reader.read(0, reader.size)),
+        mapped if mapped is not None else RangedBody(reader, 0, reader.size),
         headers=headers,
         compress_min_bytes=settings.compress_min_bytes,
+        missing=StoreNotFoundError(record.name),
     )
 
 

@@ -157,8 +157,8 @@ async def summarize_array(
     position = opened.find(key)
     if position is None:
         raise KeyNotFoundError(record.name, key)
-    whole = opened.array(position)
-    first, end, _ = slice(start, stop).indices(len(whole))
+    dtype, total = opened.dtype(position), opened.length(position)
+    first, end, _ = slice(start, stop).indices(total)
     end = max(first, end)
     headers = {
         "etag": f'"{record.sha256}-{position}-summary:{first}:{end}:{buckets}:{bins}"',
@@ -170,15 +170,18 @@ async def summarize_array(
     ident = (record.sha256, position, first, end, buckets, bins)
     body = _cache.get(ident)
     if body is None:
-        array = whole[first:end]
-        async with _limit():
+        async with _limit():  # at most a few arrays read at once (from S3: into memory)
+            try:
+                array = await opened.fetch(position, first, end)
+            except FileNotFoundError:  # removed since the record was read
+                raise StoreNotFoundError(record.name) from None
             summary = await asyncio.to_thread(
                 summarize, array, buckets=buckets, bins=bins, offset=first
             )
         described = {
             "key": key,
-            "dtype": str(whole.dtype),
-            "total_length": len(whole),
+            "dtype": str(dtype),
+            "total_length": total,
             "start": first,
             "stop": end,
             **summary,

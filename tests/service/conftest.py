@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 
 from app.main import create_app
+from tests._s3 import bucket_contents
 
 from ._support import (
     TestClient,
@@ -19,11 +20,15 @@ from ._support import (
     write_big,
     write_tricky,
 )
+from ._support import leftovers as local_leftovers
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "e2e: starts the real server in a subprocess (deselect with -m 'not e2e')"
+    )
+    config.addinivalue_line(
+        "markers", "local_storage: looks at the data directory's files; not run on S3 storage"
     )
 
 
@@ -35,16 +40,71 @@ def data_dir(tmp_path: Path) -> Path:
 ClientFactory = Callable[..., TestClient]
 
 
+#: The storage configurations every app-level test runs against.
+STORAGES = ["local", "s3+postgres"]
+
+
+@pytest.fixture(params=STORAGES)
+def storage_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings of the storage under test: the data directory (local folder and SQLite),
+    or a fresh bucket of a real S3 server and a fresh PostgreSQL database."""
+    if request.param == "local":
+        return {}
+    return {
+        "blob_url": request.getfixturevalue("s3_blob_url"),
+        "s3_endpoint_url": request.getfixturevalue("s3_endpoint"),
+        "index_url": request.getfixturevalue("postgres_db_url"),
+    }
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``local_storage`` (they look at the data directory's files) run on it alone."""
+    kept, dropped = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        remote = (
+            callspec is not None and callspec.params.get("storage_settings", "local") != "local"
+        )
+        (dropped if remote and item.get_closest_marker("local_storage") else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+#: The files (or objects) under the storage's temporary and blob folders.
+Leftovers = Callable[[], list[PurePosixPath]]
+
+
 @pytest.fixture
-def make_client(data_dir: Path) -> Iterator[ClientFactory]:
-    """``make_client(**settings)``: a started client of a new app on ``data_dir``.
+def leftovers(data_dir: Path, storage_settings: dict[str, Any]) -> Leftovers:
+    """What the storage holds besides its index: staged uploads and blobs, sorted.
+
+    A refused upload leaves none; a stored file leaves exactly its blob.
+    """
+    blob_url = storage_settings.get("blob_url")
+    if blob_url is None:
+        return lambda: [PurePosixPath(path) for path in local_leftovers(data_dir)]
+    bucket, _, prefix = blob_url.removeprefix("s3://").partition("/")
+    endpoint = storage_settings["s3_endpoint_url"]
+
+    def remote() -> list[PurePosixPath]:
+        contents = bucket_contents(endpoint, bucket, prefix)
+        return sorted(PurePosixPath(key) for key in [*contents.objects, *contents.uploads])
+
+    return remote
+
+
+@pytest.fixture
+def make_client(data_dir: Path, storage_settings: dict[str, Any]) -> Iterator[ClientFactory]:
+    """``make_client(**settings)``: a started client of a new app on ``data_dir``, or on
+    the S3 and PostgreSQL storage of ``storage_settings``.
 
     Every client made is shut down (lifespan and all) when the test ends.
     """
     with contextlib.ExitStack() as stack:
 
         def make(**overrides: Any) -> TestClient:
-            app = create_app(service_settings(data_dir, **overrides))
+            app = create_app(service_settings(data_dir, **{**storage_settings, **overrides}))
             return stack.enter_context(test_client(app))
 
         yield make

@@ -25,12 +25,12 @@ from ._support import (
     arrays_of,
     assert_serves,
     error_of,
-    leftovers,
     multipart_body,
     multipart_type,
     sha256,
     stored_names,
 )
+from .conftest import Leftovers
 
 TSKIT = ["single_population", "island_model_with_metadata"]
 FILE = "/stores/single_population/file"
@@ -335,7 +335,12 @@ def bombs() -> dict[str, bytes]:
 @pytest.mark.parametrize("method", ["PUT", "POST"])
 @pytest.mark.parametrize("encoding", ["zstd", "gzip"])
 def test_a_decompression_bomb_gets_413_and_nothing_is_kept(
-    make_client: Any, data_dir: Path, bombs: dict[str, bytes], method: str, encoding: str
+    make_client: Any,
+    data_dir: Path,
+    bombs: dict[str, bytes],
+    method: str,
+    encoding: str,
+    leftovers: Leftovers,
 ) -> None:
     client = make_client(max_upload_bytes=BOMB_LIMIT)
     bomb = bombs[encoding]
@@ -352,7 +357,7 @@ def test_a_decompression_bomb_gets_413_and_nothing_is_kept(
     assert body["error"] == "upload_too_large"
     assert str(BOMB_LIMIT) in body["detail"]
     assert stored_names(client) == []
-    assert leftovers(data_dir) == []
+    assert leftovers() == []
 
 
 def test_decompression_gives_bounded_pieces(bombs: dict[str, bytes]) -> None:
@@ -388,7 +393,13 @@ def test_decompression_gives_bounded_pieces(bombs: dict[str, bytes]) -> None:
     ],
 )
 def test_a_corrupt_compressed_body_gets_400_and_nothing_is_kept(
-    client: TestClient, data_dir: Path, tskit_file: Path, method: str, encoding: str, damage: str
+    client: TestClient,
+    data_dir: Path,
+    tskit_file: Path,
+    method: str,
+    encoding: str,
+    damage: str,
+    leftovers: Leftovers,
 ) -> None:
     content = tskit_file.read_bytes()
     if method == "POST":
@@ -407,7 +418,7 @@ def test_a_corrupt_compressed_body_gets_400_and_nothing_is_kept(
     assert error["error"] == "corrupt_body"
     assert f"not valid {encoding} data" in error["detail"]
     assert stored_names(client) == []
-    assert leftovers(data_dir) == []
+    assert leftovers() == []
 
 
 @pytest.mark.parametrize("method", ["PUT", "POST"])

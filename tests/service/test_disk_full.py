@@ -19,6 +19,8 @@ import kastore
 from ._support import TestClient, error_of, leftovers, stored_names, upload
 from .conftest import ClientFactory
 
+pytestmark = pytest.mark.local_storage  # the files of a full disk
+
 DISK_BYTES = 24 << 20
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from app import keytable
 from app.keytable import OpenStore
-
 from app.storage.local_blobs import LocalReader, map_file
 
 from ._support import write_unsorted

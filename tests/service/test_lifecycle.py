@@ -163,6 +163,7 @@ def test_healthz_is_ok(client: TestClient) -> None:
     assert answer.json() == {"status": "ok"}
 
 
+@pytest.mark.local_storage  # looks at the data directory's files
 def test_healthz_is_503_when_the_data_dir_is_unusable(
     client: TestClient, data_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -410,12 +410,14 @@ def test_file_downloads_byte_for_byte(
     assert answer.headers["content-length"] == str(len(content))
     assert answer.headers["content-type"] == "application/octet-stream"
     assert answer.headers["etag"] == f'"{sha256(content)}"'
-    assert f'filename="{name}.kas"' in answer.headers["content-disposition"]
+    # The file keeps the extension it was uploaded with (sim.trees stays sim.trees).
+    assert f'filename="{filename}"' in answer.headers["content-disposition"]
 
 
 # --- DELETE /stores/{name} ----------------------------------------------------------
 
 
+@pytest.mark.local_storage  # looks at the data directory's files
 def test_delete_then_everything_of_the_store_is_404(
     client: TestClient, data_dir: Path, tskit_store: dict[str, Any]
 ) -> None:

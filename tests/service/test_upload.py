@@ -15,7 +15,6 @@ from ._support import (
     TestClient,
     assert_serves,
     error_of,
-    leftovers,
     multipart_body,
     multipart_type,
     read_json,
@@ -23,6 +22,7 @@ from ._support import (
     stored_names,
     upload,
 )
+from .conftest import Leftovers
 
 MALFORMED = [name for name in shared_files("reference/malformed", ".kas")]
 
@@ -95,6 +95,7 @@ def test_post_name_field_after_the_file_part(client: TestClient, tskit_file: Pat
     assert_serves(client, "run-42", tskit_file.read_bytes())
 
 
+@pytest.mark.local_storage  # looks at the data directory's files
 def test_post_to_a_taken_name_is_409_and_keeps_the_store(
     client: TestClient, data_dir: Path, tskit_file: Path, unicode_file: Path
 ) -> None:
@@ -155,13 +156,14 @@ def test_a_form_field_that_is_not_asked_for_is_415(
     path: str,
     parts: list[tuple[str, str | None, bytes]],
     named: str,
+    leftovers: Leftovers,
 ) -> None:
     """The form takes ``file`` (and ``name`` for POST) once each, as the document says."""
     body = multipart_body(*parts, ("file", "sim.trees", tskit_file.read_bytes()))
     answer = client.request(method, path, content=body, headers=multipart_type())
     assert named in error_of(answer, 415)["detail"]
     assert stored_names(client) == []
-    assert leftovers(data_dir) == []
+    assert leftovers() == []
 
 
 def test_post_form_with_only_a_name_is_415(client: TestClient) -> None:
@@ -178,7 +180,7 @@ def test_post_form_with_only_a_name_is_415(client: TestClient) -> None:
     ids=lambda name: name if len(name) < 20 else f"{len(name)} chars",
 )
 def test_post_with_an_invalid_name_is_422_with_the_rule(
-    client: TestClient, data_dir: Path, tskit_file: Path, name: str
+    client: TestClient, tskit_file: Path, name: str, leftovers: Leftovers
 ) -> None:
     answer = client.post(
         "/stores", files={"file": ("sim.trees", tskit_file.read_bytes())}, data={"name": name}
@@ -188,11 +190,11 @@ def test_post_with_an_invalid_name_is_422_with_the_rule(
     assert repr(name) in body["detail"]
     assert NAME_RULE in body["detail"]
     assert stored_names(client) == []
-    assert leftovers(data_dir) == []
+    assert leftovers() == []
 
 
 def test_post_with_an_empty_name_field_is_422(
-    client: TestClient, data_dir: Path, tskit_file: Path
+    client: TestClient, tskit_file: Path, leftovers: Leftovers
 ) -> None:
     """An explicit but empty name is a mistake, not a request for the file's name."""
     answer = client.post(
@@ -200,18 +202,18 @@ def test_post_with_an_empty_name_field_is_422(
     )
     assert error_of(answer, 422)["error"] == "invalid_store_name"
     assert stored_names(client) == []
-    assert leftovers(data_dir) == []
+    assert leftovers() == []
 
 
 def test_post_of_a_file_whose_name_is_not_a_store_name_says_to_add_one(
-    client: TestClient, data_dir: Path, tskit_file: Path
+    client: TestClient, tskit_file: Path, leftovers: Leftovers
 ) -> None:
     answer = client.post("/stores", files={"file": ("été 1.trees", tskit_file.read_bytes())})
     body = error_of(answer, 422)
     assert "'été 1'" in body["detail"]
     assert "-F name=NAME" in body["detail"]
     assert stored_names(client) == []
-    assert leftovers(data_dir) == []
+    assert leftovers() == []
 
 
 @pytest.mark.parametrize("name", ["a", "A.b_c-1", "0" * 128, "sim.trees"])
@@ -232,7 +234,7 @@ def test_post_file_named_only_by_an_invalid_stem_is_422(
 
 
 def test_put_raw_creates_then_replaces(
-    client: TestClient, data_dir: Path, tskit_file: Path, unicode_file: Path
+    client: TestClient, tskit_file: Path, unicode_file: Path, leftovers: Leftovers
 ) -> None:
     created = client.put("/stores/sim", content=tskit_file.read_bytes())
     assert created.status_code == 201, created.text
@@ -253,7 +255,7 @@ def test_put_raw_creates_then_replaces(
     assert error_of(client.get("/stores/sim/arrays/edges/left"), 404)["error"] == "key_not_found"
     assert stored_names(client) == ["sim"]
     # The replaced content is not kept on disk.
-    assert [path.stem for path in leftovers(data_dir)] == [info["sha256"]]
+    assert [path.stem for path in leftovers()] == [info["sha256"]]
 
 
 def test_put_the_same_content_again_is_200_and_still_readable(
@@ -290,12 +292,12 @@ def test_put_multipart_form_is_stored_under_the_path_name(
     ids=[".hidden", "-x", "a b", "129 chars"],
 )
 def test_put_with_an_invalid_name_is_422(
-    client: TestClient, data_dir: Path, tskit_file: Path, path: str, name: str
+    client: TestClient, tskit_file: Path, path: str, name: str, leftovers: Leftovers
 ) -> None:
     body = error_of(client.put(path, content=tskit_file.read_bytes()), 422)
     assert repr(name) in body["detail"]
     assert NAME_RULE in body["detail"]
-    assert leftovers(data_dir) == []
+    assert leftovers() == []
 
 
 def test_two_names_for_one_content_are_independent(client: TestClient, tskit_file: Path) -> None:
@@ -312,7 +314,7 @@ def test_two_names_for_one_content_are_independent(client: TestClient, tskit_fil
 
 @pytest.mark.parametrize("filename", MALFORMED)
 def test_malformed_file_is_422_and_not_stored(
-    client: TestClient, data_dir: Path, testdata: Path, filename: str
+    client: TestClient, testdata: Path, filename: str, leftovers: Leftovers
 ) -> None:
     content = (testdata / "reference" / "malformed" / filename).read_bytes()
     posted = client.post("/stores", files={"file": (filename, content)})
@@ -326,7 +328,7 @@ def test_malformed_file_is_422_and_not_stored(
     assert error_of(client.put("/stores/broken", content=content), 422) == body
     assert stored_names(client) == []
     assert error_of(client.get("/stores/broken"), 404)["error"] == "store_not_found"
-    assert leftovers(data_dir) == []
+    assert leftovers() == []
 
 
 @pytest.mark.parametrize(
@@ -338,7 +340,11 @@ def test_malformed_file_is_422_and_not_stored(
     ],
 )
 def test_invalid_upload_is_422_and_not_stored(
-    client: TestClient, data_dir: Path, tskit_file: Path, content: bytes | None
+    client: TestClient,
+    data_dir: Path,
+    tskit_file: Path,
+    content: bytes | None,
+    leftovers: Leftovers,
 ) -> None:
     if content is None:
         content = tskit_file.read_bytes()[: tskit_file.stat().st_size // 2]
@@ -346,7 +352,7 @@ def test_invalid_upload_is_422_and_not_stored(
     assert error_of(posted, 422)["error"] == "invalid_kastore_file"
     assert error_of(client.put("/stores/sim", content=_chunked(content)), 422)
     assert stored_names(client) == []
-    assert leftovers(data_dir) == []
+    assert leftovers() == []
 
 
 def test_refused_replacement_keeps_the_store(
@@ -374,7 +380,12 @@ def _post_form(client: TestClient, content: bytes, *, chunked: bool) -> Any:
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 @pytest.mark.parametrize("method", ["post", "put"])
 def test_oversized_upload_is_413_with_the_limit(
-    make_client: Any, data_dir: Path, tskit_file: Path, method: str, chunked: bool
+    make_client: Any,
+    data_dir: Path,
+    tskit_file: Path,
+    method: str,
+    chunked: bool,
+    leftovers: Leftovers,
 ) -> None:
     client = make_client(max_upload_bytes=LIMIT)
     content = tskit_file.read_bytes()
@@ -389,7 +400,7 @@ def test_oversized_upload_is_413_with_the_limit(
     assert f"{LIMIT} bytes" in body["detail"]
     assert "KASTORE_MAX_UPLOAD_BYTES" in body["detail"]
     assert stored_names(client) == []
-    assert leftovers(data_dir) == []
+    assert leftovers() == []
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
