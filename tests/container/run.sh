@@ -107,6 +107,12 @@ KEY_LINE=$(printf '%s\n' "$keys_out" | tail -n 1)
 AUTH="Authorization: Bearer $KEY"
 echo "made a write key; its line: $KEY_LINE"
 
+# deploy/compose.yaml runs `python -m app migrate` in the image (its other
+# command, `python -m app`, is the image's own CMD, started below).
+"$RUN" exec "$TAG" python -m app migrate --help >/dev/null \
+  || fail "python -m app migrate (used by deploy/compose.yaml) does not run in the image"
+echo "python -m app migrate runs in the image"
+
 # --- start -------------------------------------------------------------------------
 PORT=$(python3 "$CHECKS" free-port)
 BASE="http://127.0.0.1:$PORT"
