@@ -120,7 +120,10 @@ def run(args: argparse.Namespace, settings: Settings, *, out: TextIO | None = No
             )
         )
     except (MigrationError, StartupError) as err:
-        print(f"kastore-service: {err}", file=sys.stderr)
+        print(f"kastore-service: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
+    except Exception as err:  # the target failed between stores (an index read, a read back)
+        print(f"kastore-service: migration stopped: {_one_line(err)}; run again", file=sys.stderr)
         return 1
     return 0
 
