@@ -133,7 +133,13 @@ def best_time(port: int, path: str, encoding: str | None, repeat: int) -> tuple[
 
 
 class TokenBucket:
-    """``rate`` bytes a second, in bursts of at most ``burst``: one direction of the link."""
+    """``rate`` bytes a second, in bursts of at most ``burst``: one direction of the link.
+
+    With a small burst, every answer waits for its bytes' time on the link,
+    as on a real one: a few kilobytes take a few tenths of a millisecond. The
+    event loop's timers round up to the millisecond, so the waits are slept
+    in a thread, to the tenth of a millisecond.
+    """
 
     def __init__(self, rate: float, burst: int) -> None:
         self.rate, self.burst = rate, burst
@@ -146,7 +152,7 @@ class TokenBucket:
         self.updated = now
         self.tokens -= size
         if self.tokens < 0:  # in debt: wait until the bytes have had their time on the link
-            await asyncio.sleep(-self.tokens / self.rate)
+            await asyncio.to_thread(time.sleep, -self.tokens / self.rate)
 
 
 class ThrottledLink:
@@ -155,15 +161,19 @@ class ThrottledLink:
     Runs its own event loop in a thread; ``port`` is where clients connect.
     """
 
-    PIECE = 16 * 1024
+    PIECE = 64 * 1024
+    #: A third of a millisecond of the link: small answers wait for their bytes' time
+    #: on it, as on a real link, and the proxy's own delays are made up for.
+    BURST = 4096
 
     def __init__(self, target: int, mbit: float) -> None:
         rate = mbit * 1e6 / 8
         self.target = target
-        self.buckets = (TokenBucket(rate, self.PIECE), TokenBucket(rate, self.PIECE))
+        self.buckets = (TokenBucket(rate, self.BURST), TokenBucket(rate, self.BURST))
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.port = 0
+        self.writers: set[asyncio.StreamWriter] = set()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> ThrottledLink:
@@ -173,19 +183,32 @@ class ThrottledLink:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._shut(), self.loop).result(timeout=10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
+        self.loop.close()
+
+    async def _shut(self) -> None:
+        """Stop listening, and close the connections still open: their pumps end."""
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        if others:
+            await asyncio.wait(others, timeout=5)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        server = self.loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
-        self.port = server.sockets[0].getsockname()[1]
+        self.server = self.loop.run_until_complete(
+            asyncio.start_server(self._serve, "127.0.0.1", 0)
+        )
+        self.port = self.server.sockets[0].getsockname()[1]
         self.ready.set()
         self.loop.run_forever()
-        server.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        self.writers.update((writer, up_writer))
         up, down = self.buckets
         await asyncio.gather(self._pump(reader, up_writer, up), self._pump(up_reader, writer, down))
 
