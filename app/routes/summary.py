@@ -11,8 +11,8 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from ..conditional import not_modified
-from ..deps import SliceStart, SliceStop, StoreName, open_store
+from ..conditional import not_modified, streamed_answer
+from ..deps import SettingsDep, SliceStart, SliceStop, StoreName, open_store
 from ..errors import InvalidRequestError, KeyNotFoundError, StoreNotFoundError, documented
 from ..summary import summarize
 from . import answer_head, arrays
@@ -116,6 +116,7 @@ async def summarize_array(
     request: Request,
     name: StoreName,
     key: str,
+    settings: SettingsDep,
     start: SliceStart = None,
     stop: SliceStop = None,
     buckets: Annotated[
@@ -146,7 +147,8 @@ async def summarize_array(
     out: the statistics and buckets alone come sooner than with a histogram,
     which takes most of the time (the UI asks for the two separately). Keys are given as in
     `/stores/{name}/arrays/{key}`. Summaries are kept by content, and answer
-    `If-None-Match`.
+    `If-None-Match`. They come compressed when `Accept-Encoding` allows zstd
+    or gzip, as arrays do.
 
     ```
     curl http://localhost:8000/stores/sim/summary/sites/position
@@ -188,7 +190,13 @@ async def summarize_array(
         }
         body = orjson.dumps(described)
         _cache.keep(ident, body)
-    return Response(body, media_type="application/json", headers=headers)
+    return streamed_answer(
+        request.headers,
+        body,
+        headers=headers,
+        media_type="application/json",
+        compress_min_bytes=settings.compress_min_bytes,
+    )
 
 
 answer_head(router)

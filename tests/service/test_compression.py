@@ -438,3 +438,21 @@ def test_an_unknown_content_encoding_gets_415_listing_the_supported_ones(
     assert "zstd, gzip" in error["detail"]
     assert answer.headers["accept-encoding"] == "zstd, gzip"
     assert stored_names(client) == []
+
+
+@pytest.mark.parametrize("encoding", ["zstd", "gzip"])
+def test_summaries_are_compressed_too(
+    reader: TestClient, library: dict[str, Path], encoding: str
+) -> None:
+    url = "/stores/big/summary/floats?buckets=1000&bins=100"
+    plain, expected = fetch(reader, url, **{"accept-encoding": "identity"})
+    assert plain.status_code == 200 and len(expected) > 1024
+    answer, raw = fetch(reader, url, **{"accept-encoding": encoding})
+    assert answer.headers["content-encoding"] == encoding
+    assert decoded(encoding, raw) == expected
+    assert answer.headers["etag"] == plain.headers["etag"][:-1] + f'-{encoding}"'
+    assert "Accept-Encoding" in answer.headers["vary"]
+    again, body = fetch(
+        reader, url, **{"accept-encoding": encoding, "if-none-match": answer.headers["etag"]}
+    )
+    assert (again.status_code, body) == (304, b"")
