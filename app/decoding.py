@@ -48,8 +48,8 @@ _ALIASES = {"x-gzip": "gzip"}
 OUT_PIECE_BYTES = 1 << 20
 #: Pieces smaller than this are decompressed in the event loop (their first call).
 INLINE_BYTES = 16 * 1024
-#: What a first call in the event loop gives at most.
-INLINE_OUT_BYTES = 256 * 1024
+#: What a first call in the event loop gives at most (~0.1 ms of inflating).
+INLINE_OUT_BYTES = 64 * 1024
 
 
 def body_coding(headers: Mapping[str, str]) -> BodyCoding | None:
