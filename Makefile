@@ -50,6 +50,7 @@ bench: $(VENV)/.test-installed $(REFERENCE)/kastore $(CHROMIUM)
 	$(BIN)/python benchmarks/ui_bench.py
 	$(BIN)/python benchmarks/http_bench.py
 	$(BIN)/python benchmarks/compression_bench.py
+	$(BIN)/python benchmarks/scale_bench.py
 
 # The web UI's plotting library, vendored from npm with its licence: fetched again
 # (needs npm), its package checked against the sha256 it was vendored from, and the
