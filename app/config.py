@@ -52,12 +52,25 @@ class Settings(BaseSettings):
     index_pool_size: int = Field(
         default=10, ge=1, description="Connections to PostgreSQL each process keeps at most."
     )
+    index_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a request waits for a PostgreSQL connection (503 beyond).",
+    )
     gc_grace_seconds: float = Field(
         default=3600.0,
         gt=0,
         description=(
             "Age after which what a crash left (staged uploads, unnamed files, leases) is "
             "collected; longer than any upload takes."
+        ),
+    )
+    removal_delay: float = Field(
+        default=5.0,
+        ge=0,
+        description=(
+            "Seconds the file of a replaced or deleted store is kept, for requests "
+            "that looked its name up just before (at most half of KASTORE_GC_GRACE_SECONDS)."
         ),
     )
     workers: int = Field(

@@ -9,7 +9,7 @@ from typing import Annotated, NamedTuple
 from fastapi import Depends, Path, Query, Request
 
 from .config import Settings
-from .errors import InvalidRequestError
+from .errors import InvalidRequestError, StoreNotFoundError
 from .keytable import quote_key
 from .storage import OpenStore, Storage, StoreRecord
 
@@ -117,7 +117,15 @@ async def open_store(request: Request, name: str) -> Opened:
     """
     storage = storage_of(request)
     record = await storage.get(name)
-    return Opened(record, await storage.open(record))
+    while True:
+        try:
+            return Opened(record, await storage.open(record))
+        except StoreNotFoundError:
+            # Its file went with a change since the lookup: serve what the name has now.
+            latest = await storage.get(name)
+            if latest == record:
+                raise
+            record = latest
 
 
 def store_url(request: Request, name: str) -> str:

@@ -45,17 +45,20 @@ __all__ = [
     "RequestTimeoutError",
     "RouteNotFoundError",
     "ServiceError",
+    "StorageUnavailableError",
     "StoreExistsError",
     "StoreNotFoundError",
     "UnhealthyError",
     "UnsupportedEncodingError",
     "UnsupportedUploadError",
+    "UploadExpiredError",
     "UploadTooLargeError",
     "all_errors",
     "documented",
     "error_body",
     "install_error_handlers",
     "note_error",
+    "service_error",
 ]
 
 
@@ -495,6 +498,36 @@ class ContentBusyError(ServiceError):
         return cls()
 
 
+class UploadExpiredError(ServiceError):
+    status_code = 503
+    code = "upload_expired"
+
+    def __init__(self, grace: float) -> None:
+        super().__init__(
+            f"the upload took longer than KASTORE_GC_GRACE_SECONDS ({grace:g} s) to be "
+            "published, so its file may have been collected; nothing was stored: send it again"
+        )
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls(3600)
+
+
+class StorageUnavailableError(ServiceError):
+    status_code = 503
+    code = "storage_unavailable"
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"{what} cannot be reached at the moment; retry in a moment "
+            "(the server's log says more)"
+        )
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls("the index (PostgreSQL)")
+
+
 class UnhealthyError(ServiceError):
     status_code = 503
     code = "unhealthy"
@@ -589,7 +622,7 @@ def _answer(error: ServiceError, request: Request) -> JSONResponse:
     )
 
 
-async def _service_error(request: Request, exc: Exception) -> JSONResponse:
+async def service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
     return _answer(exc, request)
 
@@ -640,7 +673,7 @@ def install_error_handlers(app: FastAPI, *, routes: Sequence[BaseRoute]) -> None
         )
 
     app.add_exception_handler(ClientDisconnect, _client_gone)
-    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
 

@@ -15,11 +15,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi_offline import FastAPIOffline
+from obstore.exceptions import BaseError as ObjectStoreError
 
 import kastore
 
 from .config import Settings, get_settings
-from .errors import all_errors, install_error_handlers
+from .errors import StorageUnavailableError, all_errors, install_error_handlers, service_error
 from .observability import METRICS_MEDIA_TYPE, Metrics, ObservabilityMiddleware
 from .routes import answer_head, arrays, health, stores, summary, ui
 from .security import (
@@ -40,7 +41,7 @@ __all__ = ["StartupError", "create_app", "open_storage"]
 
 logger = logging.getLogger("app")
 
-#: Seconds between two garbage collections (at most; less with a shorter grace period).
+#: Seconds between two garbage collections at most (a quarter of the grace period if less).
 _GC_EVERY = 600.0
 
 #: Headers a page of another origin may send, and those it may read (KASTORE_CORS_ORIGINS).
@@ -144,7 +145,11 @@ async def _open_backends(settings: Settings) -> Storage:
         else:
             from .storage.postgres_index import PostgresIndex
 
-            index = await PostgresIndex.open(settings.index_url, max_size=settings.index_pool_size)
+            index = await PostgresIndex.open(
+                settings.index_url,
+                max_size=settings.index_pool_size,
+                timeout=settings.index_timeout,
+            )
     except BaseException:
         await blobs.close()
         raise
@@ -154,6 +159,8 @@ async def _open_backends(settings: Settings) -> Storage:
         open_stores=settings.open_stores,
         cache_bytes=settings.cache_bytes,
         grace=timedelta(seconds=settings.gc_grace_seconds),
+        # Past the grace period, garbage collection takes over a removal as abandoned.
+        removal_delay=min(settings.removal_delay, settings.gc_grace_seconds / 2),
     )
 
 
@@ -168,6 +175,12 @@ async def _collect_garbage(storage: Storage, every: float) -> None:
             if collected:
                 logger.info("collected %d things left by interrupted writes", collected)
         await asyncio.sleep(every)
+
+
+async def _object_store_down(request: Request, exc: Exception) -> Response:
+    """503 when the S3 server fails a request (down, or answering errors): retry later."""
+    logger.error("the object store failed a request: %s", exc)
+    return await service_error(request, StorageUnavailableError("the object store (S3)"))
 
 
 def _error_codes() -> str:
@@ -203,7 +216,7 @@ def create_app(settings: Settings | None = None, *, storage: Storage | None = No
         app.state.storage = opened
         logger.log(*describe_access(settings, keys))
         collector = asyncio.create_task(
-            _collect_garbage(opened, min(_GC_EVERY, settings.gc_grace_seconds))
+            _collect_garbage(opened, min(_GC_EVERY, settings.gc_grace_seconds / 4))
         )
         try:
             yield
@@ -245,6 +258,7 @@ def create_app(settings: Settings | None = None, *, storage: Storage | None = No
 
     all_routes = [route for router in [*routers, app.router] for route in router.routes]
     install_error_handlers(app, routes=all_routes)
+    app.add_exception_handler(ObjectStoreError, _object_store_down)
     document_security(app, settings, keys)
     # The first added is the innermost: keys are checked inside CORS (so that a
     # refusal can be read by the page), and every answer is counted and logged.

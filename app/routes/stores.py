@@ -12,6 +12,7 @@ from ..conditional import raw_answer
 from ..deps import MAX_QUERY_INT, RecordDep, SettingsDep, StorageDep, store_url
 from ..encoders import RangedBody, attachment
 from ..errors import (
+    ContentBusyError,
     CorruptBodyError,
     CrossOriginWriteError,
     InvalidRequestError,
@@ -23,6 +24,7 @@ from ..errors import (
     StoreNotFoundError,
     UnsupportedEncodingError,
     UnsupportedUploadError,
+    UploadExpiredError,
     UploadTooLargeError,
     documented,
 )
@@ -47,6 +49,8 @@ _UPLOAD_ERRORS = (
     InvalidStoreNameError,
     CorruptBodyError,
     UnsupportedEncodingError,
+    ContentBusyError,
+    UploadExpiredError,
 )
 
 _BINARY: dict[str, Any] = {
@@ -321,11 +325,20 @@ async def download_file(
     curl -C - -o sim.trees http://localhost:8000/stores/sim/file
     ```
     """
+    while True:
+        try:
+            reader = await storage.reader(record)
+            break
+        except StoreNotFoundError:
+            # Its file went with a change since the lookup: serve what the name has now.
+            latest = await storage.get(record.name)
+            if latest == record:
+                raise
+            record = latest
     headers = {
         "etag": f'"{record.sha256}"',
         "content-disposition": attachment(download_name(record)),
     }
-    reader = await storage.reader(record)
     mapped = reader.buffer()
     return raw_answer(
         request.headers,

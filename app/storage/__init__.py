@@ -38,10 +38,20 @@ from ..errors import (
     InvalidStoreNameError,
     StoreExistsError,
     StoreNotFoundError,
+    UploadExpiredError,
     UploadTooLargeError,
 )
 from ..keytable import OpenStore
-from .interfaces import DEFAULT_SUFFIX, BlobReader, BlobStore, Index, Staged, StoreRecord, Totals
+from .interfaces import (
+    DEFAULT_SUFFIX,
+    BlobReader,
+    BlobStore,
+    Index,
+    LeaseLostError,
+    Staged,
+    StoreRecord,
+    Totals,
+)
 
 __all__ = [
     "NAME_PATTERN",
@@ -104,10 +114,14 @@ class Storage:
         open_stores: int = 128,
         cache_bytes: int = 256 << 20,
         grace: timedelta = timedelta(hours=1),
+        removal_delay: float = 0.0,
     ) -> None:
         self.blobs = blobs
         self.index = index
         self.grace = grace
+        self._removal_delay = removal_delay
+        #: Blobs doomed here, waiting ``removal_delay`` before they go.
+        self._removals: dict[str, asyncio.Task[None]] = {}
         self._open_limit = open_stores
         self._cache_limit = cache_bytes
         self._open: OrderedDict[str, OpenStore] = OrderedDict()
@@ -118,6 +132,15 @@ class Storage:
         self.cache_misses = 0
 
     async def close(self) -> None:
+        # Removals still waiting go now: their content could not be uploaded again
+        # until they are done.
+        waiting = list(self._removals)
+        for task in self._removals.values():
+            task.cancel()
+        await asyncio.gather(*self._removals.values(), return_exceptions=True)
+        for sha256 in waiting:
+            with contextlib.suppress(Exception):
+                await self._remove(sha256)
         self._open.clear()
         self._cached_bytes = 0
         await self.index.close()
@@ -265,13 +288,15 @@ class Storage:
         try:
             await self.blobs.commit(staged)
             result = await _shielded(self.index.put(record, token=token, replace=replace))
+        except LeaseLostError:
+            raise UploadExpiredError(self.grace.total_seconds()) from None
         except BaseException:
             doomed = await _shielded(self.index.release(token))
             if doomed is not None:
-                await self._remove(doomed)
+                await self._remove_later(doomed)
             raise
         if result.doomed is not None:
-            await self._remove(result.doomed)
+            await self._remove_later(result.doomed)
         if result.new is None:
             raise StoreExistsError(name)
         return result.new, result.old is None
@@ -285,7 +310,13 @@ class Storage:
             expires = datetime.now(UTC) + self.grace
             if await self.index.lease(sha256, token, expires=expires):
                 return
-            # A remover that died leaves its row: finish its work once it is old.
+            # A removal waiting here, or one whose process died (its row is old): do it now.
+            waiting = self._removals.pop(sha256, None)
+            if waiting is not None:
+                waiting.cancel()
+                await asyncio.gather(waiting, return_exceptions=True)
+                await self._remove(sha256)
+                continue
             stale = await self.index.doomed(older_than=datetime.now(UTC) - self.grace)
             if sha256 in stale:
                 await self._remove(sha256)
@@ -299,9 +330,37 @@ class Storage:
         """Remove a store; its blob goes once no other name or upload points at it."""
         old, doomed = await _shielded(self.index.delete(name))
         if doomed is not None:
-            await self._remove(doomed)
+            await self._remove_later(doomed)
         if old is None:
             raise StoreNotFoundError(name)
+
+    async def _remove_later(self, sha256: str) -> None:
+        """Remove a doomed blob after ``removal_delay`` seconds, in the background.
+
+        Requests that looked its name up just before the change still find
+        their bytes; a process that stops first removes it as it stops, and
+        one that dies leaves it to garbage collection.
+        """
+        if self._removal_delay <= 0:
+            await self._remove(sha256)
+            return
+        if sha256 in self._removals:
+            return
+
+        async def later() -> None:
+            try:
+                await asyncio.sleep(self._removal_delay)
+                await self._remove(sha256)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("removing the blob %s failed; garbage collection will", sha256)
+            finally:
+                if self._removals.get(sha256) is task:
+                    del self._removals[sha256]
+
+        task = asyncio.create_task(later())
+        self._removals[sha256] = task
 
     async def _remove(self, sha256: str) -> None:
         """Remove a doomed blob, then its row in the index."""

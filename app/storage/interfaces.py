@@ -39,6 +39,7 @@ __all__ = [
     "BlobReader",
     "BlobStore",
     "Index",
+    "LeaseLostError",
     "PutResult",
     "Staged",
     "StoreRecord",
@@ -47,6 +48,11 @@ __all__ = [
 
 #: The file name extension of a store uploaded without one.
 DEFAULT_SUFFIX = ".kas"
+
+
+class LeaseLostError(Exception):
+    """``put`` found its lease gone: it expired (``KASTORE_GC_GRACE_SECONDS``), and the
+    blob may have been removed since. Nothing was changed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +189,10 @@ class Index(Protocol):
         """Hold the blob ``sha256`` for an upload; False while it is doomed (ask again)."""
 
     async def put(self, record: StoreRecord, *, token: str, replace: bool) -> PutResult:
-        """Point ``record.name`` at ``record.sha256`` and end the lease ``token``, at once."""
+        """Point ``record.name`` at ``record.sha256`` and end the lease ``token``, at once.
+
+        Raises ``LeaseLostError``, changing nothing, when the lease is no longer held.
+        """
 
     async def release(self, token: str) -> str | None:
         """End a lease without a name (a failed upload); the sha256 now doomed, if any."""

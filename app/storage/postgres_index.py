@@ -24,6 +24,7 @@ back and tried again with the sha256 it found.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -33,9 +34,12 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from .interfaces import DEFAULT_SUFFIX, PutResult, StoreRecord, Totals
+from ..errors import StorageUnavailableError
+from .interfaces import DEFAULT_SUFFIX, LeaseLostError, PutResult, StoreRecord, Totals
 
 __all__ = ["PostgresIndex"]
+
+logger = logging.getLogger("app.storage")
 
 #: One advisory lock key for creating the schema, apart from any sha256's.
 _SCHEMA_LOCK = "kastore-service schema"
@@ -117,17 +121,20 @@ async def _lock(conn: _Conn, shas: Iterable[str]) -> None:
 async def _doom_free(conn: _Conn, shas: list[str]) -> list[str]:
     """Doom those of ``shas`` (locked) no name and no lease points at; return them.
 
-    One already doomed is returned again: its removal is still owed.
+    One doomed already is not returned: its removal is its doomer's to make
+    (two removers could take a blob uploaded again in between).
     """
     free = {sha for (sha,) in await (await conn.execute(_FREE, (shas,))).fetchall()}
     doomed = [sha for sha in dict.fromkeys(shas) if sha in free]
-    if doomed:
-        await conn.execute(
-            "INSERT INTO doomed (sha256, since) SELECT unnest(%s::text[]), %s "
-            "ON CONFLICT (sha256) DO NOTHING",
-            (doomed, _now()),
-        )
-    return doomed
+    if not doomed:
+        return []
+    cursor = await conn.execute(
+        "INSERT INTO doomed (sha256, since) SELECT unnest(%s::text[]), %s "
+        "ON CONFLICT (sha256) DO NOTHING RETURNING sha256",
+        (doomed, _now()),
+    )
+    inserted = {sha for (sha,) in await cursor.fetchall()}
+    return [sha for sha in doomed if sha in inserted]
 
 
 async def _query(conn: _Conn, name: str, *, lock: bool = False) -> StoreRecord | None:
@@ -145,10 +152,13 @@ class PostgresIndex:
         self._pool = pool
 
     @classmethod
-    async def open(cls, url: str, *, min_size: int = 1, max_size: int = 10) -> PostgresIndex:
+    async def open(
+        cls, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 10.0
+    ) -> PostgresIndex:
         """Connect to the database at ``url`` and create the tables it lacks.
 
-        Several processes may open the same database at once.
+        Several processes may open the same database at once. ``timeout``: how
+        long a request waits for a connection (503 beyond).
 
         Raises:
             RuntimeError: the server cannot be reached or refuses the connection.
@@ -168,6 +178,7 @@ class PostgresIndex:
             min_size=min_size,
             max_size=max_size,
             kwargs={"autocommit": True, "connect_timeout": _CONNECT_TIMEOUT_S},
+            timeout=timeout,
             open=False,
         )
         try:
@@ -195,13 +206,21 @@ class PostgresIndex:
         try:
             async with self._pool.connection(timeout) as conn:
                 return await query(conn)
-        except PoolTimeout:
-            raise  # no connection at all: trying again would only wait as long again
+        except PoolTimeout as err:
+            # No connection at all: trying again would only wait as long again.
+            raise self._unavailable(err) from None
         except psycopg.OperationalError:
             # The pool has dropped that connection; its idle ones may be as stale.
             await self._pool.check()
+        try:
             async with self._pool.connection(timeout) as conn:
                 return await query(conn)
+        except (PoolTimeout, psycopg.OperationalError) as err:
+            raise self._unavailable(err) from None
+
+    def _unavailable(self, err: Exception) -> StorageUnavailableError:
+        logger.error("the index at %s cannot be reached: %s", self.describe(), err)
+        return StorageUnavailableError("the index (PostgreSQL)")
 
     async def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         async def rows(conn: _Conn) -> list[tuple[Any, ...]]:
@@ -235,7 +254,7 @@ class PostgresIndex:
 
         try:
             await self._read(probe, timeout=_READABLE_TIMEOUT_S)
-        except psycopg.Error:  # PoolTimeout included
+        except (psycopg.Error, StorageUnavailableError):  # PoolTimeout included
             return False
         return True
 
@@ -264,11 +283,11 @@ class PostgresIndex:
                             return await change(conn)
                     except _Moved:
                         continue
-        except PoolTimeout:
-            raise
-        except psycopg.OperationalError:
+        except PoolTimeout as err:
+            raise self._unavailable(err) from None
+        except psycopg.OperationalError as err:
             await self._pool.check()
-            raise
+            raise self._unavailable(err) from None
         raise RuntimeError(f"a change kept racing others after {_MAX_ATTEMPTS} attempts")
 
     async def lease(self, sha256: str, token: str, *, expires: datetime) -> bool:
@@ -302,7 +321,12 @@ class PostgresIndex:
             if old is not None and old.sha256 not in locked:
                 guess = old
                 raise _Moved
-            await conn.execute("DELETE FROM leases WHERE token = %s", (token,))
+            ended = await conn.execute(
+                "DELETE FROM leases WHERE token = %s AND sha256 = %s RETURNING token",
+                (token, new.sha256),
+            )
+            if await ended.fetchone() is None:  # expired, and perhaps its blob removed
+                raise LeaseLostError(new.sha256)
             if old is not None and not replace:
                 return PutResult(None, old, next(iter(await _doom_free(conn, [new.sha256])), None))
             values = (new.name, new.sha256, new.size, new.num_keys, new.created, new.suffix)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..errors import InsufficientStorageError
-from .interfaces import PutResult, StoreRecord, Totals
+from .interfaces import LeaseLostError, PutResult, StoreRecord, Totals
 
 __all__ = ["SqliteIndex", "disk_full"]
 
@@ -236,11 +236,13 @@ class SqliteIndex:
         ).fetchone()
         if held is not None:
             return None
-        db.execute(
+        inserted = db.execute(
             "INSERT OR IGNORE INTO doomed (sha256, since) VALUES (?, ?)",
             (sha256, _now().isoformat()),
-        )
-        return sha256
+        ).rowcount
+        # One doomed already is its doomer's to remove: two removers could take a
+        # blob uploaded again in between.
+        return sha256 if inserted else None
 
     async def lease(self, sha256: str, token: str, *, expires: datetime) -> bool:
         def lease(db: sqlite3.Connection) -> bool:
@@ -259,7 +261,12 @@ class SqliteIndex:
 
         def put(db: sqlite3.Connection) -> PutResult:
             old = self._query(db, record.name)
-            db.execute("DELETE FROM leases WHERE token = ?", (token,))
+            ended = db.execute(
+                "DELETE FROM leases WHERE token = ? AND sha256 = ? RETURNING token",
+                (token, record.sha256),
+            ).fetchall()
+            if not ended:  # expired, and perhaps its blob removed
+                raise LeaseLostError(record.sha256)
             if old is not None and not replace:
                 return PutResult(None, old, self._doom_if_free(db, record.sha256))
             new = StoreRecord(

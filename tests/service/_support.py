@@ -86,7 +86,8 @@ test_client.__test__ = False  # type: ignore[attr-defined]
 def service_settings(data_dir: Path, **overrides: Any) -> Settings:
     """Settings for one test: every field given, so no ``KASTORE_*`` variable leaks in."""
     values = {name: field.default for name, field in Settings.model_fields.items()}
-    values.update(data_dir=data_dir, fsync=False)
+    # Removed files go at once, so that tests can see that they went.
+    values.update(data_dir=data_dir, fsync=False, removal_delay=0.0)
     values.update(overrides)
     return Settings(**values)
 

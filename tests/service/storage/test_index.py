@@ -22,7 +22,8 @@ import anyio
 import psycopg
 import pytest
 
-from app.storage.interfaces import Index, PutResult, StoreRecord, Totals
+from app.errors import StorageUnavailableError
+from app.storage.interfaces import Index, LeaseLostError, PutResult, StoreRecord, Totals
 from app.storage.postgres_index import PostgresIndex
 
 pytestmark = pytest.mark.anyio
@@ -285,6 +286,22 @@ async def test_expired_leases_end_and_doom_only_unnamed_blobs(index: Index) -> N
     assert await index.release("running") == sha("fresh")
 
 
+async def test_a_put_whose_lease_expired_changes_nothing(index: Index) -> None:
+    """Its blob may have been collected since: the name must not point at it."""
+    now = datetime.now(UTC)
+    await put(index, record("x", "old"))
+    assert await index.lease(sha("slow"), "slow upload", expires=now - timedelta(minutes=1))
+    assert await index.expire_leases(now=now) == [sha("slow")]
+    with pytest.raises(LeaseLostError):
+        await index.put(record("x", "slow"), token="slow upload", replace=True)
+    with pytest.raises(LeaseLostError):
+        await index.put(record("y", "slow"), token="slow upload", replace=False)
+    assert (await index.get("x")) is not None
+    assert (await index.get("x")).sha256 == sha("old")  # type: ignore[union-attr]
+    assert await index.get("y") is None
+    assert await all_doomed(index) == [sha("slow")]
+
+
 # Deleting
 
 
@@ -318,6 +335,14 @@ async def test_doom_orphans_skips_named_and_leased_blobs(index: Index) -> None:
     assert await all_doomed(index) == sorted([sha("orphan"), sha("orphan 2")])
     assert await index.doom_orphans([]) == []
     assert await index.get("x") is not None
+
+
+async def test_a_blob_doomed_already_is_left_to_its_doomer(index: Index) -> None:
+    """A second remover could take the blob after it is uploaded again."""
+    await put(index, record("x", "gone"))
+    assert (await index.delete("x"))[1] == sha("gone")
+    assert await index.doom_orphans([sha("gone")]) == []
+    assert await all_doomed(index) == [sha("gone")]
 
 
 async def test_doomed_lists_only_what_was_doomed_before_the_time_given(index: Index) -> None:
@@ -471,7 +496,7 @@ async def test_postgres_index_outlives_a_server_restart(postgres_db_url: str) ->
         assert got is not None
         assert got.sha256 == sha("one")
         disconnect_everyone(postgres_db_url)
-        with contextlib.suppress(psycopg.OperationalError):
+        with contextlib.suppress(StorageUnavailableError):  # a 503 for its request
             await index.lease(sha("two"), "first", expires=LATER)
         await put(index, record("y", "two"))
         assert await index.count() == 2
