@@ -64,7 +64,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH \
     KASTORE_DATA_DIR=/data \
     KASTORE_HOST=0.0.0.0 \
-    KASTORE_PORT=8000
+    KASTORE_PORT=8000 \
+    KASTORE_WORKERS=1
 
 # A fixed uid/gid, so that a host directory or volume can be given to it.
 RUN groupadd --gid 10001 kastore \

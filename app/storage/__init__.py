@@ -30,7 +30,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+import numpy as np
+
 import kastore
+from kastore._format import HEADER_SIZE, ITEM_DESCRIPTOR
 
 from ..errors import (
     ContentBusyError,
@@ -259,12 +262,13 @@ class Storage:
             InvalidStoreFileError: the body is not a valid kastore file.
             InsufficientStorageError: no room.
         """
+        head = _Head()
         try:
-            staged = await self.blobs.stage(body, limit=max_bytes)
+            staged = await self.blobs.stage(head.keep(body), limit=max_bytes)
         except OverflowError:
             raise UploadTooLargeError(max_bytes) from None
         try:
-            num_keys = await _validate(staged.reader())
+            num_keys = await _validate(_HeadFirst(staged.reader(), bytes(head.data)))
             yield Upload(staged, num_keys)
         finally:
             await _shielded(self.blobs.discard(staged))
@@ -393,6 +397,69 @@ class Storage:
             await self._remove(sha256)
         temporaries = await self.blobs.collect_temporaries(before)
         return len(doomed) + temporaries
+
+
+#: The most of an upload's start kept as it streams by, to validate it without
+#: reading it back: its header, descriptors and keys, when they fit.
+_HEAD_BYTES = 16 << 20
+
+
+class _Head:
+    """The start of an upload, kept as it streams by: its header, descriptors and keys."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self._wanted = HEADER_SIZE
+
+    async def keep(self, body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        async for piece in body:
+            taken = 0
+            while len(self.data) < self._wanted and taken < len(piece):
+                more = piece[taken : taken + self._wanted - len(self.data)]
+                self.data += more
+                taken += len(more)
+                self._want_more()
+            yield piece
+
+    def _want_more(self) -> None:
+        """Once the header (then the descriptors) are in, how far the keys go."""
+        data = self.data
+        if len(data) < HEADER_SIZE:
+            return
+        count = int.from_bytes(data[12:16], "little")  # the header's number of items
+        end = HEADER_SIZE + count * ITEM_DESCRIPTOR.itemsize
+        wanted = end
+        if count and len(data) >= end:
+            table = np.frombuffer(data, ITEM_DESCRIPTOR, count, HEADER_SIZE)
+            wanted = max(end, int((table["key_start"] + table["key_len"]).max()))
+        self._wanted = min(max(self._wanted, wanted), _HEAD_BYTES)
+
+
+@dataclass(frozen=True, slots=True)
+class _HeadFirst:
+    """A staged upload's bytes, read from its kept start where that holds them."""
+
+    staged: BlobReader
+    head: bytes
+
+    @property
+    def sha256(self) -> str:
+        return self.staged.sha256
+
+    @property
+    def size(self) -> int:
+        return self.staged.size
+
+    def buffer(self) -> memoryview | None:
+        return self.staged.buffer()
+
+    async def read(self, start: int, stop: int) -> bytes | memoryview:
+        if stop <= len(self.head):
+            return memoryview(self.head)[start:stop]
+        return await self.staged.read(start, stop)
+
+    def stream(self, start: int, stop: int) -> AsyncIterator[bytes | memoryview]:
+        return self.staged.stream(start, stop)
 
 
 class _RangedFile(io.RawIOBase):

@@ -93,6 +93,8 @@ class S3Reader:
         self._key = key
         self._sha256 = sha256
         self._size = size
+        #: Copied to its blob and deleted: nothing is left to discard.
+        self.committed = False
 
     @property
     def sha256(self) -> str:
@@ -134,6 +136,8 @@ class S3Staged:
         self.key = key
         self._sha256 = sha256
         self._size = size
+        #: Copied to its blob and deleted: nothing is left to discard.
+        self.committed = False
 
     @property
     def sha256(self) -> str:
@@ -351,11 +355,13 @@ class S3Blobs:
             await obstore.copy_async(self._store, staged.key, target)
         self._remember(staged.sha256, staged.size)
         await obstore.delete_async(self._store, staged.key)
+        staged.committed = True
 
     async def discard(self, staged: Staged) -> None:
         if not isinstance(staged, S3Staged):
             raise TypeError(f"expected an upload staged by S3Blobs, got {type(staged).__name__}")
-        await obstore.delete_async(self._store, staged.key)
+        if not staged.committed:
+            await obstore.delete_async(self._store, staged.key)
 
     async def open(self, sha256: str) -> S3Reader:
         key = blob_key(sha256)
