@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -43,8 +43,13 @@ class Server:
         *,
         env: dict[str, str] | None = None,
         open_files: int | None = None,
+        args: Sequence[str] = ("-m", "app"),
     ) -> None:
-        """``open_files``: the process's limit of open files (soft and hard), if given."""
+        """``open_files``: the process's limit of open files (soft and hard), if given.
+
+        ``args``: Python's arguments, ``{port}`` standing for the port to listen on.
+        """
+        self.args = list(args)
         self.data_dir = data_dir
         self.log = log
         self.env = env or {}
@@ -66,13 +71,15 @@ class Server:
             env.update(self.env)
             with self.log.open("ab") as log:
                 self.process = subprocess.Popen(
-                    [sys.executable, "-m", "app"],
+                    [sys.executable, *(arg.format(port=port) for arg in self.args)],
                     cwd=ROOT,
                     env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     preexec_fn=self._limit if self.open_files else None,
+                    # Its own process group: worker processes go with it (``kill``).
+                    start_new_session=True,
                 )
             if self._wait_until_healthy():
                 return
@@ -108,9 +115,12 @@ class Server:
             pytest.fail(f"the server did not stop within {STOP_TIMEOUT} s of {sig.name}")
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=STOP_TIMEOUT)
+        """Kill the server and every process it started (uvicorn's workers)."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=STOP_TIMEOUT)
 
     def close(self) -> None:
         self.kill()
