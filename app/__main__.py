@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import gc
 import logging
 import signal
 import socket
@@ -177,7 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve()
     except StartupError as err:
         print(f"kastore-service: {err}", file=sys.stderr)
-        return 1
+    # A backend client that failed to start (an S3 store, whose runtime aborts the
+    # process if it is freed while the interpreter shuts down) goes now.
+    gc.collect()
+    return 1
 
 
 if __name__ == "__main__":

@@ -120,7 +120,7 @@ async def open_storage(settings: Settings) -> Storage:
             "backup, or move the data directory away and start afresh"
         ) from None
     except RuntimeError as err:  # a remote backend that cannot be reached
-        raise StartupError(str(err)) from None
+        raise StartupError(" ".join(str(err).split())) from None  # one line
 
 
 async def _open_backends(settings: Settings) -> Storage:

@@ -162,3 +162,33 @@ def test_listening_on_all_interfaces_without_a_key_refuses_writes_and_says_so(
         assert "KASTORE_ANONYMOUS_WRITE=true" in start[0]["message"]
     finally:
         server.close()
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        (
+            {"KASTORE_INDEX_URL": "postgresql://nobody@127.0.0.1:1/none"},
+            ["cannot connect to the index", "127.0.0.1:1"],
+        ),
+        (
+            {
+                "KASTORE_BLOB_URL": "s3://no-such-bucket/p",
+                "KASTORE_S3_ENDPOINT_URL": "http://127.0.0.1:1",
+                "AWS_ACCESS_KEY_ID": "x",
+                "AWS_SECRET_ACCESS_KEY": "x",
+                "AWS_REGION": "us-east-1",
+            },
+            ["no-such-bucket", "127.0.0.1:1", "KASTORE_S3_ENDPOINT_URL"],
+        ),
+        ({"KASTORE_INDEX_URL": "mysql://db/x"}, ["KASTORE_INDEX_URL"]),
+        ({"KASTORE_BLOB_URL": "/data/blobs"}, ["KASTORE_BLOB_URL"]),
+    ],
+    ids=["postgres-unreachable", "s3-unreachable", "index-not-postgres", "blobs-not-s3"],
+)
+def test_unusable_backends_are_one_line(
+    tmp_path: Path, env: dict[str, str], words: list[str]
+) -> None:
+    line = one_line_failure(run_app(env={"KASTORE_DATA_DIR": str(tmp_path / "data"), **env}))
+    for word in words:
+        assert word in line
