@@ -123,8 +123,10 @@ class Storage:
         self.index = index
         self.grace = grace
         self._removal_delay = removal_delay
-        #: Blobs doomed here, waiting ``removal_delay`` before they go.
+        #: Blobs doomed here, waiting ``removal_delay`` before they go...
         self._removals: dict[str, asyncio.Task[None]] = {}
+        #: ...and those of them whose removal has begun.
+        self._removed: set[str] = set()
         self._open_limit = open_stores
         self._cache_limit = cache_bytes
         self._open: OrderedDict[str, OpenStore] = OrderedDict()
@@ -314,13 +316,17 @@ class Storage:
             expires = datetime.now(UTC) + self.grace
             if await self.index.lease(sha256, token, expires=expires):
                 return
-            # A removal waiting here, or one whose process died (its row is old): do it now.
+            # A removal waiting here: call it off and keep the blob, so that requests
+            # still reading it go on (its row goes; the lease is asked for again).
             waiting = self._removals.pop(sha256, None)
             if waiting is not None:
                 waiting.cancel()
                 await asyncio.gather(waiting, return_exceptions=True)
-                await self._remove(sha256)
+                if sha256 not in self._removed:
+                    await self.index.forget(sha256)
+                self._removed.discard(sha256)
                 continue
+            # One whose process died (its row is old): do it now.
             stale = await self.index.doomed(older_than=datetime.now(UTC) - self.grace)
             if sha256 in stale:
                 await self._remove(sha256)
@@ -354,6 +360,7 @@ class Storage:
         async def later() -> None:
             try:
                 await asyncio.sleep(self._removal_delay)
+                self._removed.add(sha256)  # from here on, it goes even if called off
                 await self._remove(sha256)
             except asyncio.CancelledError:
                 raise
@@ -362,6 +369,7 @@ class Storage:
             finally:
                 if self._removals.get(sha256) is task:
                     del self._removals[sha256]
+                    self._removed.discard(sha256)
 
         task = asyncio.create_task(later())
         self._removals[sha256] = task
