@@ -44,7 +44,7 @@ REFERENCE := .bench/reference
 $(REFERENCE)/kastore: | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --target $(REFERENCE) kastore==0.3.6
 
-bench: $(VENV)/.test-installed $(REFERENCE)/kastore $(CHROMIUM)
+bench: $(VENV)/.test-installed $(REFERENCE)/kastore $(CHROMIUM) $(INITDB)
 	$(BIN)/python benchmarks/codec_bench.py --reference $(REFERENCE)
 	$(BIN)/python benchmarks/service_bench.py
 	$(BIN)/python benchmarks/ui_bench.py
