@@ -131,11 +131,16 @@ class S3Reader:
 class S3Staged:
     """An upload received as ``tmp/UUID.upload``."""
 
-    def __init__(self, store: S3Store, key: str, *, sha256: str, size: int) -> None:
+    def __init__(
+        self, store: S3Store, key: str, *, sha256: str, size: int, whole: bytes | None = None
+    ) -> None:
         self._store = store
         self.key = key
         self._sha256 = sha256
         self._size = size
+        #: The bytes of an upload small enough to be kept in memory (never written to
+        #: ``key``): ``commit`` writes them straight to the blob.
+        self.whole = whole
         #: Copied to its blob and deleted: nothing is left to discard.
         self.committed = False
 
@@ -147,8 +152,32 @@ class S3Staged:
     def size(self) -> int:
         return self._size
 
-    def reader(self) -> S3Reader:
+    def reader(self) -> S3Reader | _InMemory:
+        if self.whole is not None:
+            return _InMemory(self._sha256, memoryview(self.whole))
         return S3Reader(self._store, self.key, sha256=self._sha256, size=self._size)
+
+
+class _InMemory:
+    """A small staged upload's bytes, read from memory."""
+
+    def __init__(self, sha256: str, data: memoryview) -> None:
+        self.sha256 = sha256
+        self._data = data
+
+    @property
+    def size(self) -> int:
+        return self._data.nbytes
+
+    def buffer(self) -> memoryview:
+        return self._data
+
+    async def read(self, start: int, stop: int) -> memoryview:
+        return self._data[start:stop]
+
+    async def stream(self, start: int, stop: int) -> AsyncIterator[memoryview]:
+        if stop > start:
+            yield self._data[start:stop]
 
 
 class _Intake:
@@ -304,7 +333,7 @@ class S3Blobs:
         intake = _Intake(body, limit=min(limit, MAX_BLOB))
         upload = asyncio.ensure_future(self._upload(key, intake))
         try:
-            await asyncio.shield(upload)
+            whole = await asyncio.shield(upload)
         except BaseException:
             intake.stop()
             # Cleaning up outlives a second cancellation: it runs in a task of its own.
@@ -313,13 +342,16 @@ class S3Blobs:
             cleanup.add_done_callback(self._cleanups.discard)
             await asyncio.shield(cleanup)
             raise
-        return S3Staged(self._store, key, sha256=intake.sha256(), size=intake.size)
+        return S3Staged(self._store, key, sha256=intake.sha256(), size=intake.size, whole=whole)
 
-    async def _upload(self, key: str, intake: _Intake) -> None:
+    async def _upload(self, key: str, intake: _Intake) -> bytes | None:
+        """Upload the body to ``key``; one that ends within a part is kept, not uploaded.
+
+        A small upload is then written once, straight to its blob, by ``commit``.
+        """
         await intake.read_ahead(PART_SIZE)
         if intake.ended:
-            await obstore.put_async(self._store, key, intake.take_ahead(), use_multipart=False)
-            return
+            return intake.take_ahead()
         await obstore.put_async(
             self._store,
             key,
@@ -328,8 +360,9 @@ class S3Blobs:
             chunk_size=PART_SIZE,
             max_concurrency=UPLOAD_CONCURRENCY,
         )
+        return None
 
-    async def _clean_up(self, upload: Awaitable[None], key: str) -> None:
+    async def _clean_up(self, upload: Awaitable[bytes | None], key: str) -> None:
         """Wait for a failed upload to end (obstore aborts it), then delete what it wrote."""
         with contextlib.suppress(BaseException):
             await upload
@@ -352,15 +385,19 @@ class S3Blobs:
         except FileNotFoundError:
             existing = None
         if existing is None or existing["size"] != staged.size:
-            await obstore.copy_async(self._store, staged.key, target)
+            if staged.whole is not None:
+                await obstore.put_async(self._store, target, staged.whole, use_multipart=False)
+            else:
+                await obstore.copy_async(self._store, staged.key, target)
         self._remember(staged.sha256, staged.size)
-        await obstore.delete_async(self._store, staged.key)
+        if staged.whole is None:
+            await obstore.delete_async(self._store, staged.key)
         staged.committed = True
 
     async def discard(self, staged: Staged) -> None:
         if not isinstance(staged, S3Staged):
             raise TypeError(f"expected an upload staged by S3Blobs, got {type(staged).__name__}")
-        if not staged.committed:
+        if not staged.committed and staged.whole is None:
             await obstore.delete_async(self._store, staged.key)
 
     async def open(self, sha256: str) -> S3Reader:

@@ -253,17 +253,19 @@ async def test_list_gives_exactly_the_committed_blobs(blob_store: BlobStore) -> 
 async def test_collect_temporaries_spares_recent_uploads(
     blob_store: BlobStore, leftovers: Leftovers
 ) -> None:
-    old = await stage(blob_store, random_bytes(1000, 1))
+    # Larger than a part: S3 keeps smaller uploads in memory, with nothing to collect.
+    size = 7 << 20
+    old = await stage(blob_store, random_bytes(size, 1))
     # A whole second: S3 gives times to the second. Uploads begun after it are recent.
     cutoff = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
     await asyncio.sleep((cutoff - datetime.now(UTC)).total_seconds() + 0.01)
-    recent = await stage(blob_store, random_bytes(1000, 2))
+    recent = await stage(blob_store, random_bytes(size, 2))
 
     assert await blob_store.collect_temporaries(cutoff) == 1
 
     with pytest.raises(FileNotFoundError):
         await old.reader().read(0, 1000)
-    assert bytes(await recent.reader().read(0, 1000)) == random_bytes(1000, 2)
+    assert bytes(await recent.reader().read(0, 1000)) == random_bytes(size, 2)[:1000]
     await blob_store.commit(recent)
     assert list(await listed(blob_store)) == [recent.sha256]
     assert await leftovers() == []

@@ -30,7 +30,7 @@ async def one_piece(data: bytes):  # type: ignore[no-untyped-def]
 async def test_layout_in_the_bucket(s3_blob_url: str, s3_endpoint: str) -> None:
     """Other processes and tools share the bucket: the keys are part of the contract."""
     store = await S3Blobs.create(s3_blob_url, endpoint_url=s3_endpoint)
-    data = b"kastore" * 1000
+    data = b"kastore" * 1_000_000  # more than a part: staged in the bucket
     sha256 = hashlib.sha256(data).hexdigest()
     bucket = s3_blob_url.removeprefix("s3://").partition("/")[0]
 
@@ -44,6 +44,26 @@ async def test_layout_in_the_bucket(s3_blob_url: str, s3_endpoint: str) -> None:
     assert during.objects[0].endswith(".upload")
     assert after.objects == [f"prefix/blobs/{sha256[:2]}/{sha256}.kas"]
     assert store.describe() == f"{s3_blob_url} at {s3_endpoint}"
+
+
+async def test_a_small_upload_is_written_once_straight_to_its_blob(
+    s3_blob_url: str, s3_endpoint: str
+) -> None:
+    """One part or less: kept in memory while it is validated, then one PUT (no copy)."""
+    store = await S3Blobs.create(s3_blob_url, endpoint_url=s3_endpoint)
+    data = b"kastore" * 1000
+    sha256 = hashlib.sha256(data).hexdigest()
+    bucket = s3_blob_url.removeprefix("s3://").partition("/")[0]
+
+    staged = await store.stage(one_piece(data), limit=len(data))
+    assert bucket_contents(s3_endpoint, bucket).objects == []
+    assert bytes(await staged.reader().read(0, len(data))) == data
+    await store.commit(staged)
+    await store.discard(staged)
+    assert bucket_contents(s3_endpoint, bucket).objects == [
+        f"prefix/blobs/{sha256[:2]}/{sha256}.kas"
+    ]
+    assert bytes(await (await store.open(sha256)).read(0, len(data))) == data
 
 
 async def test_endpoint_from_the_environment(
