@@ -372,7 +372,8 @@ class S3Blobs:
             await obstore.delete_async(self._store, key)
 
     async def commit(self, staged: Staged) -> None:
-        """Copy the upload to its blob key, unless that holds the same size already.
+        """Make the upload its sha256's blob: a small one is written there from memory;
+        a large one is copied there, unless that holds the same size already.
 
         Skipping the copy saves rewriting a large object; the size check means
         a blob that is somehow wrong is replaced rather than kept.
@@ -380,18 +381,18 @@ class S3Blobs:
         if not isinstance(staged, S3Staged):
             raise TypeError(f"expected an upload staged by S3Blobs, got {type(staged).__name__}")
         target = blob_key(staged.sha256)
-        try:
-            existing = await obstore.head_async(self._store, target)
-        except FileNotFoundError:
-            existing = None
-        if existing is None or existing["size"] != staged.size:
-            if staged.whole is not None:
-                await obstore.put_async(self._store, target, staged.whole, use_multipart=False)
-            else:
+        if staged.whole is not None:
+            # One small PUT costs about what asking whether the blob exists would.
+            await obstore.put_async(self._store, target, staged.whole, use_multipart=False)
+        else:
+            try:
+                existing = await obstore.head_async(self._store, target)
+            except FileNotFoundError:
+                existing = None
+            if existing is None or existing["size"] != staged.size:
                 await obstore.copy_async(self._store, staged.key, target)
-        self._remember(staged.sha256, staged.size)
-        if staged.whole is None:
             await obstore.delete_async(self._store, staged.key)
+        self._remember(staged.sha256, staged.size)
         staged.committed = True
 
     async def discard(self, staged: Staged) -> None:
