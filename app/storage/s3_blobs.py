@@ -93,8 +93,6 @@ class S3Reader:
         self._key = key
         self._sha256 = sha256
         self._size = size
-        #: Copied to its blob and deleted: nothing is left to discard.
-        self.committed = False
 
     @property
     def sha256(self) -> str:
