@@ -107,6 +107,15 @@ def encoded_etag(etag: str, encoding: Encoding) -> str:
     return etag if encoding == "identity" else f'{etag[:-1]}-{encoding}"'
 
 
+def _coded_headers(headers: dict[str, str], encoding: Encoding) -> dict[str, str]:
+    """The identity answer's ``headers``, for the answer compressed with ``encoding``."""
+    return {
+        **headers,
+        "etag": encoded_etag(headers["etag"], encoding),
+        "content-encoding": encoding,
+    }
+
+
 class _Compressor(Protocol):
     def piece(self, data: Sequence[Piece]) -> bytes: ...
     def end(self) -> bytes: ...
@@ -204,13 +213,7 @@ class CompressedResponse(Response):
         self.status_code = 200
         self.media_type = media_type
         self.background = None
-        self.init_headers(
-            {
-                **headers,
-                "etag": encoded_etag(headers["etag"], encoding),
-                "content-encoding": encoding,
-            }
-        )
+        self.init_headers(_coded_headers(headers, encoding))
 
     def _pays(self, first: list[Piece], compressed: bytes, done: bool) -> bool:
         if self.required:
@@ -314,14 +317,7 @@ class RangedCompressedResponse(Response):
         self.status_code = 200
         self.media_type = media_type
         self.background = None
-        self.init_headers(
-            {
-                **headers,
-                "etag": encoded_etag(headers["etag"], encoding),
-                "content-encoding": encoding,
-                "accept-ranges": "bytes",
-            }
-        )
+        self.init_headers({**_coded_headers(headers, encoding), "accept-ranges": "bytes"})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         pieces = self.ranged.pieces()

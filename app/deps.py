@@ -9,7 +9,7 @@ from typing import Annotated, NamedTuple
 from fastapi import Depends, Path, Query, Request
 
 from .config import Settings
-from .errors import InvalidRequestError, StoreNotFoundError
+from .errors import InvalidRequestError
 from .keytable import quote_key
 from .storage import OpenStore, Storage, StoreRecord
 
@@ -116,16 +116,7 @@ async def open_store(request: Request, name: str) -> Opened:
     requests/s of a trivial endpoint).
     """
     storage = storage_of(request)
-    record = await storage.get(name)
-    while True:
-        try:
-            return Opened(record, await storage.open(record))
-        except StoreNotFoundError:
-            # Its file went with a change since the lookup: serve what the name has now.
-            latest = await storage.get(name)
-            if latest == record:
-                raise
-            record = latest
+    return Opened(*await storage.current(await storage.get(name), storage.open))
 
 
 def store_url(request: Request, name: str) -> str:

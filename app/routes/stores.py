@@ -325,16 +325,7 @@ async def download_file(
     curl -C - -o sim.trees http://localhost:8000/stores/sim/file
     ```
     """
-    while True:
-        try:
-            reader = await storage.reader(record)
-            break
-        except StoreNotFoundError:
-            # Its file went with a change since the lookup: serve what the name has now.
-            latest = await storage.get(record.name)
-            if latest == record:
-                raise
-            record = latest
+    record, reader = await storage.current(record, storage.reader)
     headers = {
         "etag": f'"{record.sha256}"',
         "content-disposition": attachment(download_name(record)),

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
 import re
 import uuid
@@ -28,16 +27,10 @@ from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
-
-import numpy as np
-
-import kastore
-from kastore._format import HEADER_SIZE, ITEM_DESCRIPTOR
+from typing import TypeVar
 
 from ..errors import (
     ContentBusyError,
-    InvalidStoreFileError,
     InvalidStoreNameError,
     StoreExistsError,
     StoreNotFoundError,
@@ -55,6 +48,8 @@ from .interfaces import (
     StoreRecord,
     Totals,
 )
+from .shield import shielded
+from .validation import UploadHead
 
 __all__ = [
     "NAME_PATTERN",
@@ -94,16 +89,6 @@ class Upload:
 
     staged: Staged
     num_keys: int
-
-
-async def _shielded(work: Awaitable[_T]) -> _T:
-    """Await ``work`` to its end even if the caller is cancelled meanwhile."""
-    task = asyncio.ensure_future(work)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await asyncio.wait([task])
-        raise
 
 
 class Storage:
@@ -219,6 +204,23 @@ class Storage:
         except FileNotFoundError:
             raise StoreNotFoundError(record.name) from None
 
+    async def current(
+        self, record: StoreRecord, use: Callable[[StoreRecord], Awaitable[_T]]
+    ) -> tuple[StoreRecord, _T]:
+        """``use(record)``, again with the name's record of now if its file has gone.
+
+        A file goes only after its name has changed (replaced, deleted): a
+        request that looked the name up just before is served what it has now.
+        """
+        while True:
+            try:
+                return record, await use(record)
+            except StoreNotFoundError:
+                latest = await self.get(record.name)  # 404 if the name has gone
+                if latest == record:
+                    raise
+                record = latest
+
     async def key_page(self, opened: OpenStore, *, offset: int, limit: int) -> list[bytes]:
         """A page of the key listing (see ``OpenStore.build_page``), built once."""
         pieces = opened.cached_page(offset, limit)
@@ -264,16 +266,16 @@ class Storage:
             InvalidStoreFileError: the body is not a valid kastore file.
             InsufficientStorageError: no room.
         """
-        head = _Head()
+        head = UploadHead()
         try:
             staged = await self.blobs.stage(head.keep(body), limit=max_bytes)
         except OverflowError:
             raise UploadTooLargeError(max_bytes) from None
         try:
-            num_keys = await _validate(_HeadFirst(staged.reader(), bytes(head.data)))
+            num_keys = await head.validate(staged.reader())
             yield Upload(staged, num_keys)
         finally:
-            await _shielded(self.blobs.discard(staged))
+            await shielded(self.blobs.discard(staged))
 
     async def publish(
         self, name: str, upload: Upload, *, replace: bool, suffix: str = DEFAULT_SUFFIX
@@ -293,11 +295,11 @@ class Storage:
         )
         try:
             await self.blobs.commit(staged)
-            result = await _shielded(self.index.put(record, token=token, replace=replace))
+            result = await shielded(self.index.put(record, token=token, replace=replace))
         except LeaseLostError:
             raise UploadExpiredError(self.grace.total_seconds()) from None
         except BaseException:
-            doomed = await _shielded(self.index.release(token))
+            doomed = await shielded(self.index.release(token))
             if doomed is not None:
                 await self._remove_later(doomed)
             raise
@@ -338,7 +340,7 @@ class Storage:
 
     async def delete(self, name: str) -> None:
         """Remove a store; its blob goes once no other name or upload points at it."""
-        old, doomed = await _shielded(self.index.delete(name))
+        old, doomed = await shielded(self.index.delete(name))
         if doomed is not None:
             await self._remove_later(doomed)
         if old is None:
@@ -384,7 +386,7 @@ class Storage:
             await self.blobs.remove(sha256)
             await self.index.forget(sha256)
 
-        await _shielded(remove())
+        await shielded(remove())
 
     async def collect_garbage(self) -> int:
         """Remove what crashes left, once older than the grace period; how many things.
@@ -405,127 +407,3 @@ class Storage:
             await self._remove(sha256)
         temporaries = await self.blobs.collect_temporaries(before)
         return len(doomed) + temporaries
-
-
-#: The most of an upload's start kept as it streams by, to validate it without
-#: reading it back: its header, descriptors and keys, when they fit.
-_HEAD_BYTES = 16 << 20
-
-
-class _Head:
-    """The start of an upload, kept as it streams by: its header, descriptors and keys."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self._wanted = HEADER_SIZE
-
-    async def keep(self, body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-        async for piece in body:
-            taken = 0
-            while len(self.data) < self._wanted and taken < len(piece):
-                more = piece[taken : taken + self._wanted - len(self.data)]
-                self.data += more
-                taken += len(more)
-                self._want_more()
-            yield piece
-
-    def _want_more(self) -> None:
-        """Once the header (then the descriptors) are in, how far the keys go."""
-        data = self.data
-        if len(data) < HEADER_SIZE:
-            return
-        count = int.from_bytes(data[12:16], "little")  # the header's number of items
-        end = HEADER_SIZE + count * ITEM_DESCRIPTOR.itemsize
-        wanted = end
-        if count and len(data) >= end:
-            table = np.frombuffer(data, ITEM_DESCRIPTOR, count, HEADER_SIZE)
-            wanted = max(end, int((table["key_start"] + table["key_len"]).max()))
-        self._wanted = min(max(self._wanted, wanted), _HEAD_BYTES)
-
-
-@dataclass(frozen=True, slots=True)
-class _HeadFirst:
-    """A staged upload's bytes, read from its kept start where that holds them."""
-
-    staged: BlobReader
-    head: bytes
-
-    @property
-    def sha256(self) -> str:
-        return self.staged.sha256
-
-    @property
-    def size(self) -> int:
-        return self.staged.size
-
-    def buffer(self) -> memoryview | None:
-        return self.staged.buffer()
-
-    async def read(self, start: int, stop: int) -> bytes | memoryview:
-        if stop <= len(self.head):
-            return memoryview(self.head)[start:stop]
-        return await self.staged.read(start, stop)
-
-    def stream(self, start: int, stop: int) -> AsyncIterator[bytes | memoryview]:
-        return self.staged.stream(start, stop)
-
-
-class _RangedFile(io.RawIOBase):
-    """A blob as a seekable file object, read by ranges (from a worker thread).
-
-    The codec reads such a file lazily: validating a file reads its header,
-    descriptors and keys, never its arrays.
-    """
-
-    def __init__(self, reader: BlobReader, loop: asyncio.AbstractEventLoop) -> None:
-        self._reader = reader
-        self._loop = loop
-        self._position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._reader.size}
-        self._position = max(0, base[whence] + offset)
-        return self._position
-
-    def readinto(self, buffer: Any) -> int:
-        stop = min(self._reader.size, self._position + len(buffer))
-        if stop <= self._position:
-            return 0
-        future = asyncio.run_coroutine_threadsafe(
-            self._reader.read(self._position, stop), self._loop
-        )
-        data = future.result()
-        size = len(data)
-        memoryview(buffer)[:size] = data
-        self._position += size
-        return size
-
-
-async def _validate(reader: BlobReader) -> int:
-    """Check the whole structure of a staged file; return its number of keys."""
-    mapped = reader.buffer()
-    if mapped is not None:
-        return await asyncio.to_thread(_count_keys, lambda: kastore.loads(mapped))
-    if reader.size == 0:
-        return _count_keys(lambda: kastore.loads(b""))
-    ranged = _RangedFile(reader, asyncio.get_running_loop())
-    return await asyncio.to_thread(_count_keys, lambda: kastore.load(ranged))
-
-
-def _count_keys(load: Callable[[], kastore.Store]) -> int:
-    try:
-        with load() as store:
-            return len(store)
-    except EOFError:
-        raise InvalidStoreFileError("the upload is empty: send a kastore file") from None
-    except kastore.KastoreException as err:
-        raise InvalidStoreFileError(f"not a valid kastore file: {err}") from None

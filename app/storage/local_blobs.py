@@ -28,7 +28,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +36,7 @@ from pathlib import Path
 
 from ..errors import InsufficientStorageError
 from .interfaces import Staged
+from .shield import shielded
 
 __all__ = ["LocalBlobs", "LocalReader", "TempBlob", "disk_error"]
 
@@ -69,7 +70,7 @@ def map_file(path: Path) -> memoryview:
 
 @dataclass(frozen=True, slots=True)
 class LocalReader:
-    """A blob's bytes, mapped in memory."""
+    """A blob's bytes in memory: a mapped file, or a small upload held whole."""
 
     sha256: str
     mapped: memoryview
@@ -150,7 +151,7 @@ class LocalBlobs:
                 await temp.sync()
             temp.close()
         except BaseException as err:
-            await _shielded(temp.discard)
+            await shielded(asyncio.to_thread(temp.discard))
             if isinstance(err, OSError):
                 raise disk_error(err) from None
             raise
@@ -177,7 +178,7 @@ class LocalBlobs:
     async def discard(self, staged: Staged) -> None:
         assert isinstance(staged, LocalStaged)
         if not staged.committed:
-            await _shielded(staged.temp.discard)
+            await shielded(asyncio.to_thread(staged.temp.discard))
 
     async def remove(self, sha256: str) -> None:
         def remove() -> None:
@@ -190,7 +191,7 @@ class LocalBlobs:
             target.unlink(missing_ok=True)
             self.keep_reserve()
 
-        await _shielded(remove)
+        await shielded(asyncio.to_thread(remove))
 
     # Reading
 
@@ -271,16 +272,6 @@ class LocalBlobs:
     def free_reserve(self) -> None:
         """Give the reserve's space back to the disk."""
         self.reserve.unlink(missing_ok=True)
-
-
-async def _shielded(work: Callable[[], None]) -> None:
-    """Run ``work`` in a worker thread, to its end even if the caller is cancelled."""
-    task = asyncio.ensure_future(asyncio.to_thread(work))
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await asyncio.wait([task])  # cancelled (as at shutdown): finish first
-        raise
 
 
 class TempBlob:

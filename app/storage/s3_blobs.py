@@ -35,6 +35,7 @@ import os
 import re
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from obstore.store import ClientConfig, RetryConfig, S3Config
 
 from .interfaces import Staged
+from .local_blobs import LocalReader
 
 __all__ = ["S3Blobs", "S3Reader", "S3Staged"]
 
@@ -85,97 +87,57 @@ def blob_key(sha256: str) -> str:
     return f"blobs/{sha256[:2]}/{sha256}.kas"
 
 
+@dataclass(frozen=True, slots=True)
 class S3Reader:
     """An object's bytes, read by ranged GETs."""
 
-    def __init__(self, store: S3Store, key: str, *, sha256: str, size: int) -> None:
-        self._store = store
-        self._key = key
-        self._sha256 = sha256
-        self._size = size
-
-    @property
-    def sha256(self) -> str:
-        return self._sha256
-
-    @property
-    def size(self) -> int:
-        return self._size
+    store: S3Store
+    key: str
+    sha256: str
+    size: int
 
     def buffer(self) -> None:
         return None
 
     def _range(self, start: int, stop: int) -> tuple[int, int] | None:
         """``[start, stop)`` cut to the object as a slice would be; None when empty."""
-        start, stop, _ = slice(start, stop).indices(self._size)
+        start, stop, _ = slice(start, stop).indices(self.size)
         return (start, stop) if start < stop else None
 
     async def read(self, start: int, stop: int) -> bytes | memoryview:
         byte_range = self._range(start, stop)
         if byte_range is None:
             return b""
-        result = await obstore.get_async(self._store, self._key, options={"range": byte_range})
+        result = await obstore.get_async(self.store, self.key, options={"range": byte_range})
         return memoryview(await result.bytes_async())
 
     async def stream(self, start: int, stop: int) -> AsyncIterator[bytes]:
         byte_range = self._range(start, stop)
         if byte_range is None:
             return
-        result = await obstore.get_async(self._store, self._key, options={"range": byte_range})
+        result = await obstore.get_async(self.store, self.key, options={"range": byte_range})
         async for piece in result.stream(min_chunk_size=STREAM_PIECE):
             yield piece
 
 
+@dataclass(slots=True)
 class S3Staged:
-    """An upload received as ``tmp/UUID.upload``."""
+    """An upload received as ``tmp/UUID.upload``, or kept in memory when small."""
 
-    def __init__(
-        self, store: S3Store, key: str, *, sha256: str, size: int, whole: bytes | None = None
-    ) -> None:
-        self._store = store
-        self.key = key
-        self._sha256 = sha256
-        self._size = size
-        #: The bytes of an upload small enough to be kept in memory (never written to
-        #: ``key``): ``commit`` writes them straight to the blob.
-        self.whole = whole
-        #: Copied to its blob and deleted: nothing is left to discard.
-        self.committed = False
+    store: S3Store
+    key: str
+    sha256: str
+    size: int
+    #: The bytes of an upload small enough to be kept in memory (never written to
+    #: ``key``): ``commit`` writes them straight to the blob.
+    whole: bytes | None = None
+    #: Made its blob, and its staged object deleted: nothing is left to discard.
+    committed: bool = False
 
-    @property
-    def sha256(self) -> str:
-        return self._sha256
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    def reader(self) -> S3Reader | _InMemory:
+    def reader(self) -> S3Reader | LocalReader:
         if self.whole is not None:
-            return _InMemory(self._sha256, memoryview(self.whole))
-        return S3Reader(self._store, self.key, sha256=self._sha256, size=self._size)
-
-
-class _InMemory:
-    """A small staged upload's bytes, read from memory."""
-
-    def __init__(self, sha256: str, data: memoryview) -> None:
-        self.sha256 = sha256
-        self._data = data
-
-    @property
-    def size(self) -> int:
-        return self._data.nbytes
-
-    def buffer(self) -> memoryview:
-        return self._data
-
-    async def read(self, start: int, stop: int) -> memoryview:
-        return self._data[start:stop]
-
-    async def stream(self, start: int, stop: int) -> AsyncIterator[memoryview]:
-        if stop > start:
-            yield self._data[start:stop]
+            return LocalReader(self.sha256, memoryview(self.whole))
+        return S3Reader(self.store, self.key, self.sha256, self.size)
 
 
 class _Intake:
@@ -340,7 +302,7 @@ class S3Blobs:
             cleanup.add_done_callback(self._cleanups.discard)
             await asyncio.shield(cleanup)
             raise
-        return S3Staged(self._store, key, sha256=intake.sha256(), size=intake.size, whole=whole)
+        return S3Staged(self._store, key, intake.sha256(), intake.size, whole)
 
     async def _upload(self, key: str, intake: _Intake) -> bytes | None:
         """Upload the body to ``key``; one that ends within a part is kept, not uploaded.
@@ -405,7 +367,7 @@ class S3Blobs:
         if size is None:
             size = (await obstore.head_async(self._store, key))["size"]
             self._remember(sha256, size)
-        return S3Reader(self._store, key, sha256=sha256, size=size)
+        return S3Reader(self._store, key, sha256, size)
 
     def _remember(self, sha256: str, size: int) -> None:
         self._sizes[sha256] = size
